@@ -1,0 +1,197 @@
+"""The prediction object the API returns, and the result a generation hands back to callers."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from ._policy import is_terminal
+
+if TYPE_CHECKING:
+    import httpx2
+
+_SEED_IN_LOGS = re.compile(r"(?:using\s+)?seed[:=]\s*(-?\d+)", re.IGNORECASE)
+
+
+class PredictionURLs(BaseModel):
+    """The ``urls`` object. Followed only when it points at the configured API origin."""
+
+    model_config = ConfigDict(extra="allow")
+
+    get: str | None = None
+    cancel: str | None = None
+    stream: str | None = None
+    web: str | None = None
+
+
+class Prediction(BaseModel):
+    """A prediction as the API describes it. Unknown keys are kept (``model_extra``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    status: str
+    model: str | None = None
+    version: str | None = None
+    input: dict[str, Any] | None = None
+    output: Any = None
+    logs: str | None = None
+    error: Any = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    data_removed: bool | None = None
+    urls: PredictionURLs | None = None
+    metrics: dict[str, Any] | None = None
+
+    @field_validator("created_at", "started_at", "completed_at", mode="wrap")
+    @classmethod
+    def _lenient_time(cls, value: Any, handler: Any) -> datetime | None:
+        # A gateway's odd timestamp must not make a finished image unreadable.
+        try:
+            result: datetime | None = handler(value)
+            return result
+        except ValueError:
+            return None
+
+    @property
+    def is_terminal(self) -> bool:
+        return is_terminal(self.status)
+
+    @property
+    def output_urls(self) -> list[str]:
+        """The output normalised to a list of URIs (``https:`` or ``data:``)."""
+        return output_urls(self.output)
+
+    @property
+    def error_text(self) -> str | None:
+        if self.error is None or self.error == "":
+            return None
+        return self.error if isinstance(self.error, str) else str(self.error)
+
+    @property
+    def seed(self) -> int | None:
+        """The seed used: from the input when given, else from the logs ("Using seed: N")."""
+        if self.input and isinstance(self.input.get("seed"), int):
+            return int(self.input["seed"])
+        if self.logs:
+            match = _SEED_IN_LOGS.search(self.logs)
+            if match:
+                return int(match.group(1))
+        return None
+
+    def timings(self) -> Timings:
+        return Timings.from_prediction(self)
+
+
+def output_urls(output: Any) -> list[str]:
+    if output is None:
+        return []
+    if isinstance(output, str):
+        return [output] if output else []
+    if isinstance(output, list | tuple):
+        return [item for item in output if isinstance(item, str) and item]
+    if isinstance(output, dict):  # some gateways wrap it: {"image": "..."} or {"images": [...]}
+        return [url for value in output.values() for url in output_urls(value)]
+    return []
+
+
+class Timings(BaseModel):
+    """Seconds spent: waiting in the queue, running the model, and in all."""
+
+    queued: float | None = None
+    predicted: float | None = None
+    total: float | None = None
+
+    @classmethod
+    def from_prediction(cls, p: Prediction) -> Timings:
+        metrics = p.metrics or {}
+
+        def span(a: datetime | None, b: datetime | None) -> float | None:
+            return round((b - a).total_seconds(), 3) if a and b else None
+
+        predicted = metrics.get("predict_time")
+        total = metrics.get("total_time")
+        return cls(
+            queued=span(p.created_at, p.started_at),
+            predicted=float(predicted)
+            if isinstance(predicted, int | float)
+            else span(p.started_at, p.completed_at),
+            total=float(total)
+            if isinstance(total, int | float)
+            else span(p.created_at, p.completed_at),
+        )
+
+
+class GenerationResult(BaseModel):
+    """What a finished generation gives back: the output URLs and everything needed to use them.
+
+    The URLs are temporary (Replicate deletes outputs after about an hour): call :meth:`save`
+    (or :meth:`asave`) to keep the files.
+    """
+
+    urls: list[str]
+    prediction_id: str
+    status: str
+    model: str
+    seed: int | None = None
+    timings: Timings = Field(default_factory=Timings)
+    input: dict[str, Any] = Field(default_factory=dict)
+    files: list[Path] = Field(default_factory=list)
+    prediction: Prediction
+
+    # The HTTP clients of the FluxClient that made this result, to reuse its connection pool.
+    _http: httpx2.Client | None = PrivateAttr(default=None)
+    _ahttp: httpx2.AsyncClient | None = PrivateAttr(default=None)
+    _auth: httpx2.Auth | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_prediction(cls, prediction: Prediction, *, model: str) -> GenerationResult:
+        return cls(
+            urls=prediction.output_urls,
+            prediction_id=prediction.id,
+            status=prediction.status,
+            model=prediction.model or model,
+            seed=prediction.seed,
+            timings=prediction.timings(),
+            input=prediction.input or {},
+            prediction=prediction,
+        )
+
+    def save(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
+        """Download every output into ``directory`` (created if needed); return the paths."""
+        from ._files import save_outputs
+
+        self.files = save_outputs(
+            self.urls,
+            Path(directory),
+            stem=self.prediction_id,
+            http=self._http,
+            auth=self._auth,
+            max_bytes=max_bytes,
+        )
+        return self.files
+
+    async def asave(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
+        """Async twin of :meth:`save`."""
+        from ._files import asave_outputs
+
+        self.files = await asave_outputs(
+            self.urls,
+            Path(directory),
+            stem=self.prediction_id,
+            http=self._ahttp,
+            auth=self._auth,
+            max_bytes=max_bytes,
+        )
+        return self.files
+
+    def summary(self) -> dict[str, Any]:
+        """Plain JSON-ready data: what a tool returns as its artifact or structured content."""
+        data = self.model_dump(mode="json", exclude={"prediction"})
+        data["files"] = [str(p) for p in self.files]
+        return data

@@ -1,0 +1,105 @@
+"""Shared fixtures: an emulator on a free loopback port, and clients of both kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+
+from flux_tools import AsyncFluxClient, FluxClient
+from flux_tools.emulator import Emulator
+
+FAST = {"latency": 0.3, "queue_time": 0.05}
+
+
+@pytest.fixture
+def make_emulator() -> Iterator[Callable[..., Emulator]]:
+    """Start emulators with any options; all are stopped at the end of the test."""
+    started: list[Emulator] = []
+
+    def make(**options: Any) -> Emulator:
+        emulator = Emulator(**{**FAST, **options}).start()
+        started.append(emulator)
+        return emulator
+
+    yield make
+    for emulator in started:
+        emulator.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator: Callable[..., Emulator]) -> Emulator:
+    return make_emulator()
+
+
+class Flux:
+    """Calls the same method on a FluxClient (in a worker thread) or an AsyncFluxClient.
+
+    Every scenario written against it runs through both clients: that is the parity test of
+    behaviour (``test_parity.py`` checks the signatures).
+    """
+
+    def __init__(self, kind: str, client: FluxClient | AsyncFluxClient) -> None:
+        self.kind = kind
+        self.client = client
+
+    async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        fn = getattr(self.client, method)
+        if self.kind == "sync":
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        return await fn(*args, **kwargs)
+
+    async def save(self, result: Any, directory: Any, **kwargs: Any) -> Any:
+        if self.kind == "sync":
+            return await asyncio.to_thread(functools.partial(result.save, directory, **kwargs))
+        return await result.asave(directory, **kwargs)
+
+
+@pytest.fixture(params=["sync", "async"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_flux(client_kind: str) -> AsyncIterator[Callable[..., Flux]]:
+    """Build a client of the parametrized kind against an emulator (or any base URL)."""
+    clients: list[FluxClient | AsyncFluxClient] = []
+
+    def make(emulator: Emulator | None = None, **options: Any) -> Flux:
+        if emulator is not None:
+            options.setdefault("base_url", emulator.base_url)
+        options.setdefault("api_token", "test-token")
+        cls = FluxClient if client_kind == "sync" else AsyncFluxClient
+        client = cls(**options)
+        clients.append(client)
+        return Flux(client_kind, client)
+
+    yield make
+    for client in clients:
+        if isinstance(client, AsyncFluxClient):
+            await client.aclose()
+        else:
+            client.close()
+
+
+@pytest.fixture
+def flux(make_flux: Callable[..., Flux], emulator: Emulator) -> Flux:
+    return make_flux(emulator)
+
+
+def requests_to(emulator: Emulator, kind: str) -> list[Any]:
+    """The recorded requests of one kind: create, get, cancel or file."""
+
+    def kind_of(r: Any) -> str:
+        if r.path.startswith("/files/"):
+            return "file"
+        if r.method == "POST" and r.path.endswith("/cancel"):
+            return "cancel"
+        if r.method == "POST":
+            return "create"
+        return "get"
+
+    return [r for r in emulator.stats.requests if kind_of(r) == kind]

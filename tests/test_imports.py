@@ -1,0 +1,40 @@
+"""``import flux_tools`` stays light: the extras are imported only by the front ends that need them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("PIL", "mcp", "langchain_core", "langchain", "uvicorn", "starlette")
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys, json; {statement}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize("statement", ["import flux_tools", "import flux_tools.emulator"])
+def test_core_imports_no_extra(statement: str) -> None:
+    loaded = loaded_after(statement)
+    assert "flux_tools" in loaded
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+def test_public_names_are_exported() -> None:
+    import flux_tools
+
+    assert set(flux_tools.__all__) <= set(dir(flux_tools))
+    for name in ("FluxClient", "AsyncFluxClient", "FluxProInput", "GenerationResult", "Prediction",
+                 "FluxError", "FluxAPIError", "PredictionFailed", "ContentModerated",
+                 "PredictionTimeout"):  # fmt: skip
+        assert name in flux_tools.__all__
+    assert issubclass(flux_tools.ContentModerated, flux_tools.PredictionFailed)
+    assert all(
+        issubclass(getattr(flux_tools, name), flux_tools.FluxError)
+        for name in flux_tools.__all__
+        if name.endswith(("Error", "Failed", "Moderated", "Timeout"))
+    )
