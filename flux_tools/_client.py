@@ -10,7 +10,8 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,19 +21,21 @@ import httpx2
 from ._errors import TOKEN_ENV_VARS
 from ._flow import (
     CLEANUP_SECONDS,
+    Action,
     Call,
     Flow,
+    LoadImage,
     Outcome,
     PredictionFlows,
     Reply,
-    Report,
     Sleep,
     origin,
 )
 from ._inputs import FluxInput
-from ._models import DEFAULT_MODEL, normalize_model_name
+from ._models import DEFAULT_EDIT_MODEL, DEFAULT_MODEL, normalize_model_name
 from ._policy import PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
+from ._sources import DEFAULT_MAX_IMAGE_BYTES, LocalImages, image_dirs_from_env
 from ._version import __version__
 
 T = TypeVar("T")
@@ -76,6 +79,10 @@ def resolve_model(model: str | None) -> str:
     return normalize_model_name(model or os.environ.get("FLUX_MODEL") or DEFAULT_MODEL)
 
 
+def resolve_edit_model(model: str | None) -> str:
+    return normalize_model_name(model or os.environ.get("FLUX_EDIT_MODEL") or DEFAULT_EDIT_MODEL)
+
+
 def resolve_base_url(base_url: str | None) -> str:
     # REPLICATE_BASE_URL is honoured too: it is what the official client reads, and ignoring it
     # would send a gateway's key to api.replicate.com.
@@ -96,18 +103,24 @@ class _ClientConfig:
         api_token: str | None,
         base_url: str | None,
         model: str | None,
+        edit_model: str | None,
         timeout: float,
         sync_wait: int,
         connect_timeout: float,
         read_timeout: float,
         retry: RetryPolicy | None,
         poll: PollSchedule | None,
+        image_dirs: Sequence[str | Path],
+        max_image_bytes: int,
     ) -> None:
         self._token = resolve_token(api_token)
         self.base_url = resolve_base_url(base_url)
+        # Local images are read only from these folders (and per-call extra ones).
+        self.images = LocalImages([*image_dirs, *image_dirs_from_env()], max_image_bytes)
         self._flows = PredictionFlows(
             base_url=self.base_url,
             model=resolve_model(model),
+            edit_model=resolve_edit_model(edit_model),
             timeout=timeout,
             sync_wait=sync_wait,
             retry=retry or RetryPolicy(),
@@ -115,6 +128,7 @@ class _ClientConfig:
             secrets=(self._token,),
         )
         self.model = self._flows.model
+        self.edit_model = self._flows.edit_model
         self.timeout = timeout
         self._auth = BearerAuth(self._token, origin(self.base_url))
         self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
@@ -166,24 +180,30 @@ class FluxClient(_ClientConfig):
         *,
         base_url: str | None = None,
         model: str | None = None,
+        edit_model: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         sync_wait: int = 60,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         http_client: httpx2.Client | None = None,
     ) -> None:
         super().__init__(
             api_token=api_token,
             base_url=base_url,
             model=model,
+            edit_model=edit_model,
             timeout=timeout,
             sync_wait=sync_wait,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retry=retry,
             poll=poll,
+            image_dirs=image_dirs,
+            max_image_bytes=max_image_bytes,
         )
         self._owns_http = http_client is None
         self._http = http_client or httpx2.Client()
@@ -200,21 +220,24 @@ class FluxClient(_ClientConfig):
                 return stop.value  # type: ignore[no-any-return]
             outcome, interrupt = None, None
             try:
-                if isinstance(action, Call):
-                    outcome = self._send(action)
-                elif isinstance(action, Sleep):
-                    time.sleep(action.seconds)
-                elif isinstance(action, Report) and on_progress is not None:
-                    on_progress(action.prediction)
+                outcome = self._do(action, on_progress)
             except httpx2.TransportError as exc:
                 outcome = exc
             except BaseException as exc:  # Ctrl-C, or a callback's error: the flow cleans up
                 interrupt = exc
 
-    def _send(self, call: Call) -> Reply:
-        started = time.monotonic()
-        response = self._http.send(self._request_for(self._http, call), auth=self._auth)
-        return self._reply(response, started)
+    def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
+        if isinstance(action, Call):
+            started = time.monotonic()
+            response = self._http.send(self._request_for(self._http, action), auth=self._auth)
+            return self._reply(response, started)
+        if isinstance(action, Sleep):
+            time.sleep(action.seconds)
+        elif isinstance(action, LoadImage):
+            return action.images.load(action.source, action.field)
+        elif on_progress is not None:
+            on_progress(action.prediction)
+        return None
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -225,14 +248,19 @@ class FluxClient(_ClientConfig):
         model: str | None = None,
         sync_wait: int = 0,
         cancel_after: float | None = None,
+        image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> Prediction:
         """Start a prediction and return it at once (or after ``sync_wait`` seconds at most)."""
-        model = model or self.model
-        payload = self._flows.prepare_input(input, fields, model)
-        return self._run(
-            self._flows.create(payload, model, sync_wait=sync_wait, cancel_after=cancel_after)
+        flow = self._flows.create(
+            input,
+            fields,
+            model=model,
+            images=self.images.with_dirs(image_dirs),
+            sync_wait=sync_wait,
+            cancel_after=cancel_after,
         )
+        return self._run(flow)
 
     def get(self, prediction_id: str) -> Prediction:
         return self._run(self._flows.get(prediction_id))
@@ -259,10 +287,31 @@ class FluxClient(_ClientConfig):
         model: str | None = None,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> GenerationResult:
         """Generate and wait: returns the output URLs, or raises a :class:`FluxError`."""
-        flow = self._flows.generate(input, fields, model=model, timeout=timeout)
+        images = self.images.with_dirs(image_dirs)
+        flow = self._flows.generate(input, fields, model=model, timeout=timeout, images=images)
+        return self._bind(self._run(flow, on_progress))
+
+    def edit(
+        self,
+        image: str | Path,
+        prompt: str,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        **fields: Any,
+    ) -> GenerationResult:
+        """Edit an image (URL, data URI, local path or prediction id) as ``prompt`` says,
+        with the edit model (``flux-kontext-pro`` unless ``edit_model``/``model`` say otherwise)."""
+        images = self.images.with_dirs(image_dirs)
+        flow = self._flows.edit(
+            str(image), prompt, fields, model=model, timeout=timeout, images=images
+        )
         return self._bind(self._run(flow, on_progress))
 
     def result(self, prediction: Prediction) -> GenerationResult:
@@ -298,24 +347,30 @@ class AsyncFluxClient(_ClientConfig):
         *,
         base_url: str | None = None,
         model: str | None = None,
+        edit_model: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         sync_wait: int = 60,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         super().__init__(
             api_token=api_token,
             base_url=base_url,
             model=model,
+            edit_model=edit_model,
             timeout=timeout,
             sync_wait=sync_wait,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retry=retry,
             poll=poll,
+            image_dirs=image_dirs,
+            max_image_bytes=max_image_bytes,
         )
         self._owns_http = http_client is None
         # Many predictions in flight must not queue for a handful of pooled connections.
@@ -352,9 +407,7 @@ class AsyncFluxClient(_ClientConfig):
                 interrupt = exc
                 cleaning_up = cleaning_up or not isinstance(exc, Exception)
 
-    async def _do(
-        self, action: Call | Sleep | Report, on_progress: ProgressCallback | None
-    ) -> Outcome:
+    async def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
             started = time.monotonic()
             request = self._request_for(self._http, action)
@@ -362,6 +415,8 @@ class AsyncFluxClient(_ClientConfig):
             return self._reply(response, started)
         if isinstance(action, Sleep):
             await anyio.sleep(action.seconds)
+        elif isinstance(action, LoadImage):  # file reads off the event loop
+            return await anyio.to_thread.run_sync(action.images.load, action.source, action.field)
         elif on_progress is not None:
             maybe = on_progress(action.prediction)
             if inspect.isawaitable(maybe):
@@ -377,14 +432,19 @@ class AsyncFluxClient(_ClientConfig):
         model: str | None = None,
         sync_wait: int = 0,
         cancel_after: float | None = None,
+        image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> Prediction:
         """Start a prediction and return it at once (or after ``sync_wait`` seconds at most)."""
-        model = model or self.model
-        payload = self._flows.prepare_input(input, fields, model)
-        return await self._run(
-            self._flows.create(payload, model, sync_wait=sync_wait, cancel_after=cancel_after)
+        flow = self._flows.create(
+            input,
+            fields,
+            model=model,
+            images=self.images.with_dirs(image_dirs),
+            sync_wait=sync_wait,
+            cancel_after=cancel_after,
         )
+        return await self._run(flow)
 
     async def get(self, prediction_id: str) -> Prediction:
         return await self._run(self._flows.get(prediction_id))
@@ -411,10 +471,31 @@ class AsyncFluxClient(_ClientConfig):
         model: str | None = None,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> GenerationResult:
         """Generate and wait: returns the output URLs, or raises a :class:`FluxError`."""
-        flow = self._flows.generate(input, fields, model=model, timeout=timeout)
+        images = self.images.with_dirs(image_dirs)
+        flow = self._flows.generate(input, fields, model=model, timeout=timeout, images=images)
+        return self._bind(await self._run(flow, on_progress))
+
+    async def edit(
+        self,
+        image: str | Path,
+        prompt: str,
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        **fields: Any,
+    ) -> GenerationResult:
+        """Edit an image (URL, data URI, local path or prediction id) as ``prompt`` says,
+        with the edit model (``flux-kontext-pro`` unless ``edit_model``/``model`` say otherwise)."""
+        images = self.images.with_dirs(image_dirs)
+        flow = self._flows.edit(
+            str(image), prompt, fields, model=model, timeout=timeout, images=images
+        )
         return self._bind(await self._run(flow, on_progress))
 
     def result(self, prediction: Prediction) -> GenerationResult:

@@ -28,10 +28,11 @@ from ._errors import (
     PredictionTimeout,
     api_error,
 )
-from ._inputs import FluxInput
-from ._models import ModelSpec, model_spec, normalize_model_name
+from ._inputs import IMAGE_URI_PREFIXES, FluxInput
+from ._models import MODELS, ModelSpec, known_model, model_spec, normalize_model_name
 from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
+from ._sources import LocalImages
 
 T = TypeVar("T")
 
@@ -71,6 +72,16 @@ class Report:
 
 
 @dataclass(frozen=True)
+class LoadImage:
+    """Read a local image for an input field (file I/O stays in the drivers): the driver sends
+    back its ``data:`` URI, or None when ``source`` is a prediction id with no saved file."""
+
+    source: str
+    field: str
+    images: LocalImages
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the driver sends back for a :class:`Call` that got an HTTP answer."""
 
@@ -79,9 +90,10 @@ class Reply:
     body: bytes
 
 
-Action = Call | Sleep | Report
-#: What a driver sends into a flow: a Reply or a transport error for a Call, None otherwise.
-Outcome = Reply | httpx2.TransportError | None
+Action = Call | Sleep | Report | LoadImage
+#: What a driver sends into a flow: a Reply or a transport error for a Call, a data URI (or
+#: None) for a LoadImage, None otherwise.
+Outcome = Reply | httpx2.TransportError | str | None
 Flow = Generator[Action, Outcome, T]
 
 
@@ -120,6 +132,7 @@ class PredictionFlows:
         *,
         base_url: str,
         model: str,
+        edit_model: str,
         timeout: float,
         sync_wait: int,
         retry: RetryPolicy,
@@ -130,6 +143,7 @@ class PredictionFlows:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.model = normalize_model_name(model)
+        self.edit_model = normalize_model_name(edit_model)
         self.timeout = timeout
         self.sync_wait = max(0, min(MAX_SYNC_WAIT, sync_wait))
         self.retry = retry
@@ -158,10 +172,10 @@ class PredictionFlows:
 
     # -- input --------------------------------------------------------------------------------
 
-    def prepare_input(
+    def validate(
         self, input: FluxInput | Mapping[str, Any] | None, fields: Mapping[str, Any], model: str
-    ) -> dict[str, Any]:
-        """Validate against the model's input schema and return the JSON to send."""
+    ) -> FluxInput | dict[str, Any]:
+        """Check the input against the model's schema before anything is sent."""
         spec = model_spec(model)
         if isinstance(input, BaseModel):
             if fields:
@@ -170,15 +184,61 @@ class PredictionFlows:
                 raise FluxInputError(
                     f"{model} takes {spec.input_model.__name__}, not {type(input).__name__}."
                 )
-            return input.to_api()
+            return input
         data = {**(input or {}), **fields}
         if spec is None:
             return dict(data)  # a model flux-tools does not know: the server validates
         try:
-            return spec.input_model.model_validate(data).to_api()
+            return spec.input_model.model_validate(data)
         except ValidationError as exc:
             schema = spec.input_model.model_json_schema()
             raise FluxInputError.from_validation_error(exc, schema, model=model) from None
+
+    def prepare_input(
+        self,
+        input: FluxInput | Mapping[str, Any] | None,
+        fields: Mapping[str, Any],
+        model: str,
+        images: LocalImages,
+    ) -> Flow[dict[str, Any]]:
+        """Validate, then turn image sources (paths, prediction ids) into what the API takes."""
+        checked = self.validate(input, fields, model)
+        if not isinstance(checked, FluxInput):
+            return checked
+        resolved: dict[str, str] = {}
+        for name in type(checked).image_fields:
+            source = getattr(checked, name)
+            if source is None or source.startswith(IMAGE_URI_PREFIXES):
+                continue
+            data_uri = yield LoadImage(source, name, images)
+            if isinstance(data_uri, str):
+                resolved[name] = data_uri
+            else:  # a prediction id with no saved file: use its output URL
+                resolved[name] = yield from self._output_of(source, name)
+        payload = checked.to_api()
+        payload.update(resolved)
+        return payload
+
+    def _output_of(self, prediction_id: str, field: str) -> Flow[str]:
+        try:
+            earlier = yield from self.get(prediction_id)
+        except FluxAPIError as exc:
+            if exc.status != 404:
+                raise
+            raise FluxInputError(
+                f"Invalid input; nothing was sent:\n- {field}: {prediction_id} is neither a file "
+                "in the allowed folders nor a known prediction id",
+                [{"field": field, "problem": "unknown prediction id or file", "allowed": None}],
+            ) from None
+        urls = earlier.output_urls
+        if earlier.status != "succeeded" or not urls:
+            why = "its outputs were deleted" if earlier.data_removed else f"it is {earlier.status}"
+            raise FluxInputError(
+                f"Invalid input; nothing was sent:\n- {field}: prediction {prediction_id} has no "
+                f"image to use ({why}); pass the saved file or a URL instead",
+                [{"field": field, "problem": "prediction has no output", "allowed": None}],
+            )
+        return urls[0]
 
     # -- one request, with retries --------------------------------------------------------------
 
@@ -205,7 +265,7 @@ class PredictionFlows:
                     attempt=attempt, idempotent=idempotent, status=outcome.status
                 )
             else:
-                assert outcome is not None, "a Call must be answered with a Reply or an error"
+                assert isinstance(outcome, httpx2.TransportError), "a Call gets a Reply or an error"
                 sent = was_sent(outcome)
                 error = self._connection_error(call, outcome, sent, prediction_id)
                 retry_after = None
@@ -248,14 +308,18 @@ class PredictionFlows:
 
     def create(
         self,
-        payload: dict[str, Any],
-        model: str,
+        input: FluxInput | Mapping[str, Any] | None,
+        fields: Mapping[str, Any],
         *,
+        model: str | None = None,
+        images: LocalImages,
         sync_wait: int = 0,
         cancel_after: float | None = None,
         deadline: float | None = None,
     ) -> Flow[Prediction]:
-        owner, name = normalize_model_name(model).split("/")
+        model = normalize_model_name(model or self.model)
+        payload = yield from self.prepare_input(input, fields, model, images)
+        owner, name = model.split("/")
         headers: dict[str, str] = {}
         read_timeout = None
         if sync_wait >= 1:
@@ -358,7 +422,8 @@ class PredictionFlows:
                 if now >= deadline:
                     yield from self._on_deadline(current, cancel_on_timeout, started)
                 elapsed = now - started
-                delay = self.schedule.next_delay(elapsed, previous, self.durations.window(model))
+                plan = self.durations.plan(model, self.schedule)
+                delay = self.schedule.next_delay(elapsed, previous, plan=plan)
                 previous = min(delay, deadline - now)
                 yield Sleep(previous)
                 current = yield from self.get(current, deadline=deadline)
@@ -407,16 +472,18 @@ class PredictionFlows:
         *,
         model: str | None = None,
         timeout: float | None = None,
+        images: LocalImages,
     ) -> Flow[GenerationResult]:
         """Create, wait and return the result; raise if the prediction did not succeed."""
         model = normalize_model_name(model or self.model)
-        payload = self.prepare_input(input, fields, model)
         timeout = self.timeout if timeout is None else timeout
         started = self._clock()
         deadline = started + timeout
         prediction = yield from self.create(
-            payload,
-            model,
+            input,
+            fields,
+            model=model,
+            images=images,
             sync_wait=min(self.sync_wait, int(timeout)),
             # The server stops the prediction by itself if we vanish without canceling it.
             cancel_after=timeout + CANCEL_AFTER_MARGIN,
@@ -424,6 +491,31 @@ class PredictionFlows:
         )
         prediction = yield from self.wait(prediction, deadline=deadline, started=started)
         return self.result(prediction, model)
+
+    def edit(
+        self,
+        image: str,
+        prompt: str,
+        fields: Mapping[str, Any],
+        *,
+        model: str | None = None,
+        timeout: float | None = None,
+        images: LocalImages,
+    ) -> Flow[GenerationResult]:
+        """Edit ``image`` (URL, data URI, path or prediction id) as ``prompt`` instructs."""
+        try:
+            spec = known_model(model or self.edit_model)
+        except ValueError as exc:
+            raise FluxInputError(str(exc)) from None
+        if spec.edit_field is None:
+            editors = ", ".join(s.short_name for s in MODELS.values() if s.can_edit)
+            raise FluxInputError(f"{spec.name} does not edit images; models that do: {editors}")
+        edit_fields = {**fields, "prompt": prompt, spec.edit_field: image}
+        return (
+            yield from self.generate(
+                None, edit_fields, model=spec.name, timeout=timeout, images=images
+            )
+        )
 
     def result(self, prediction: Prediction, model: str) -> GenerationResult:
         """The result of a finished prediction, or the error that explains why there is none."""

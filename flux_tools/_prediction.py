@@ -191,7 +191,21 @@ class GenerationResult(BaseModel):
         return self.files
 
     def summary(self) -> dict[str, Any]:
-        """Plain JSON-ready data: what a tool returns as its artifact or structured content."""
+        """Plain JSON-ready data: what a tool returns as its artifact or structured content.
+
+        ``data:`` URIs (inline outputs, uploaded input images) are shortened: megabytes of
+        base64 would flood a model's context, and the files hold the bytes.
+        """
         data = self.model_dump(mode="json", exclude={"prediction"})
         data["files"] = [str(p) for p in self.files]
+        data["urls"] = [abbreviate(url) for url in self.urls]
+        data["input"] = {key: abbreviate(value) for key, value in data["input"].items()}
         return data
+
+
+def abbreviate(value: Any) -> Any:
+    """``data:image/png;base64,iVBO…`` with its length, for a long data URI; else the value."""
+    if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
+        head = value[: value.find(",") + 9]
+        return f"{head}… ({len(value)} characters)"
+    return value

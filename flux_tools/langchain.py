@@ -25,7 +25,7 @@ from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
     CallbackManagerForToolRun,
 )
-from langchain_core.tools import BaseTool, ToolException
+from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,7 +39,14 @@ from pydantic import (
     model_validator,
 )
 
-from ._client import AsyncFluxClient, FluxClient, resolve_base_url, resolve_model, resolve_token
+from ._client import (
+    AsyncFluxClient,
+    FluxClient,
+    resolve_base_url,
+    resolve_edit_model,
+    resolve_model,
+    resolve_token,
+)
 from ._errors import (
     TOKEN_ENV_VARS,
     AuthenticationError,
@@ -54,8 +61,7 @@ from ._errors import (
     redact,
 )
 from ._files import DownloadError
-from ._inputs import FluxProInput
-from ._models import MODELS, model_spec
+from ._models import MODELS, ModelSpec, edit_arguments, model_spec
 from ._prediction import GenerationResult, Prediction
 
 _image_block: Callable[..., Mapping[str, Any]] | None
@@ -64,7 +70,13 @@ try:  # langchain-core >= 1.0: standard content blocks
 except ImportError:  # pragma: no cover - langchain-core 0.3
     _image_block = None
 
-__all__ = ["PROGRESS_EVENT", "FluxImageTool", "validation_error_text"]
+__all__ = [
+    "PROGRESS_EVENT",
+    "FluxImageEditTool",
+    "FluxImageTool",
+    "FluxToolkit",
+    "validation_error_text",
+]
 
 #: Name of the custom callback event sent on each status change while a generation runs.
 #: Its data: ``{"prediction_id": str, "status": str, "elapsed": float}`` (seconds).
@@ -80,8 +92,19 @@ DESCRIPTION = (
     "again with the same prompt and that image's seed."
 )
 
+EDIT_DESCRIPTION = (
+    "Edit an existing image as an instruction says ('make the car gold', 'replace the sky with "
+    "a sunset', 'turn it into a watercolor'), keeping the rest of it. The image can be an "
+    "https URL, a data: URI, a saved file's path, or the prediction id of an image generated "
+    "earlier (to edit the image just made, pass its prediction id). Returns the new image's URL "
+    "(temporary), its saved path, and the seed."
+)
+
 _INPUT_MODELS: dict[str, type[BaseModel]] = {
-    spec.input_model.__name__: spec.input_model for spec in MODELS.values()
+    name: model
+    for spec in MODELS.values()
+    for name, model in [(spec.input_model.__name__, spec.input_model)]
+    + ([(f"{spec.input_model.__name__}Edit", spec.input_model)] if spec.can_edit else [])
 }
 # Clients built lazily by tools in worker threads (``batch``) must not be built twice.
 _CLIENT_LOCK = threading.Lock()
@@ -106,8 +129,8 @@ def validation_error_text(error: Exception) -> str:
     return f"{summary}\nFix these arguments and call the tool again."
 
 
-class FluxImageTool(BaseTool):
-    """Generate images with FLUX from any LangChain agent or pipeline.
+class _FluxTool(BaseTool):
+    """What the generate and edit tools share: configuration, clients, output, errors.
 
     ``response_format="content_and_artifact"``: the content is text for the chat model (URLs,
     saved paths, seed; image blocks too with ``include_image_blocks=True``); the artifact is
@@ -122,10 +145,8 @@ class FluxImageTool(BaseTool):
     # A misspelt option is an error, not silently ignored.
     model_config = ConfigDict(extra="forbid")
 
-    name: str = "generate_image"
-    description: str = DESCRIPTION
-    # Derived, never retyped: the registry's input model of ``model`` (set in _configure).
-    args_schema: Annotated[Any, SkipValidation()] = FluxProInput
+    # Derived, never retyped: from the registry's input model of ``model`` (set in _configure).
+    args_schema: Annotated[Any, SkipValidation()] = None
     response_format: Literal["content", "content_and_artifact"] = "content_and_artifact"
     handle_tool_error: Any = True
     handle_validation_error: Any = validation_error_text
@@ -137,7 +158,11 @@ class FluxImageTool(BaseTool):
     model: str | None = None
     """``owner/name`` of the model; defaults to ``FLUX_MODEL``, else flux-pro."""
     output_dir: Path | None = None
-    """Download each image here as soon as it is ready: provider URLs expire within the hour."""
+    """Download each image here as soon as it is ready: provider URLs expire within the hour.
+    Images in it may also be given as inputs (by path or prediction id)."""
+    image_dirs: list[Path] = Field(default_factory=list)
+    """Further folders from which local images may be read as inputs (plus ``FLUX_IMAGE_DIRS``).
+    A path outside them is refused without being opened."""
     timeout: float | None = Field(default=None, gt=0)
     """Deadline of one generation in seconds (default: the client's, 300). Past it the
     prediction is canceled upstream and the tool answers with an error naming its id."""
@@ -164,18 +189,29 @@ class FluxImageTool(BaseTool):
         return value.expanduser().resolve() if value is not None else None
 
     @model_validator(mode="after")
-    def _configure(self) -> FluxImageTool:
+    def _configure(self) -> _FluxTool:
         injected = self.client or self.async_client
         if self.base_url is None:
             self.base_url = injected.base_url if injected else resolve_base_url(None)
         else:
             self.base_url = resolve_base_url(self.base_url)
-        self.model = resolve_model(self.model or (injected.model if injected else None))
+        self.model = self._default_model(injected)
         if "args_schema" not in self.model_fields_set:
-            spec = model_spec(self.model)
-            if spec is not None:
-                self.args_schema = spec.input_model
+            self.args_schema = self._arguments(model_spec(self.model))
         return self
+
+    # -- what differs between the generate and edit tools ----------------------------------
+
+    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
+        raise NotImplementedError
+
+    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
+        """The args_schema: derived from the model's input model."""
+        raise NotImplementedError
+
+    def _call(self, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The client method to call and its arguments, for the validated tool ``fields``."""
+        raise NotImplementedError
 
     @field_serializer(
         "args_schema", "handle_tool_error", "handle_validation_error", when_used="json"
@@ -212,9 +248,13 @@ class FluxImageTool(BaseTool):
             if data and events is not None and run_manager is not None:
                 events.on_custom_event(PROGRESS_EVENT, data, run_id=run_manager.run_id)
 
+        method, arguments = self._call(fields)
         try:
-            result = self._sync_client().generate(
-                model=self.model, timeout=self.timeout, on_progress=on_progress, **fields
+            result = getattr(self._sync_client(), method)(
+                timeout=self.timeout,
+                on_progress=on_progress,
+                image_dirs=self._image_dirs(),
+                **arguments,
             )
         except FluxError as exc:
             raise self._tool_exception(exc) from exc
@@ -241,9 +281,13 @@ class FluxImageTool(BaseTool):
             if data and events is not None and run_manager is not None:
                 await events.on_custom_event(PROGRESS_EVENT, data, run_id=run_manager.run_id)
 
+        method, arguments = self._call(fields)
         try:
-            result = await self._async_client().generate(
-                model=self.model, timeout=self.timeout, on_progress=on_progress, **fields
+            result = await getattr(self._async_client(), method)(
+                timeout=self.timeout,
+                on_progress=on_progress,
+                image_dirs=self._image_dirs(),
+                **arguments,
             )
         except FluxError as exc:
             raise self._tool_exception(exc) from exc
@@ -254,6 +298,9 @@ class FluxImageTool(BaseTool):
             except DownloadError as exc:
                 save_error = str(exc)
         return self._output(result, save_error)
+
+    def _image_dirs(self) -> list[Path]:
+        return [*([self.output_dir] if self.output_dir else []), *self.image_dirs]
 
     # -- clients ----------------------------------------------------------------------------
 
@@ -351,6 +398,96 @@ class FluxImageTool(BaseTool):
         return ToolException(redact(text, [secret]))
 
 
+class FluxImageTool(_FluxTool):
+    """``generate_image``: text-to-image with FLUX from any LangChain agent or pipeline.
+
+    Its arguments are the input model of ``model`` (``FLUX_MODEL``, else flux-pro) itself.
+    """
+
+    name: str = "generate_image"
+    description: str = DESCRIPTION
+
+    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
+        return resolve_model(self.model or (injected.model if injected else None))
+
+    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
+        return spec.input_model if spec else None
+
+    def _call(self, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        return "generate", {"model": self.model, **fields}
+
+
+class FluxImageEditTool(_FluxTool):
+    """``edit_image``: change an image as an instruction says ("make the car gold").
+
+    Its arguments are the edit model's input (``FLUX_EDIT_MODEL``, else flux-kontext-pro), with
+    the image required. The image may be an https URL, a data: URI, a file in ``output_dir`` or
+    ``image_dirs``, or the prediction id of an earlier result.
+    """
+
+    name: str = "edit_image"
+    description: str = EDIT_DESCRIPTION
+
+    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
+        return resolve_edit_model(self.model or (injected.edit_model if injected else None))
+
+    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
+        if spec is None or spec.edit_field is None:
+            editors = ", ".join(s.short_name for s in MODELS.values() if s.can_edit)
+            raise ValueError(f"{self.model} does not edit images; models that do: {editors}")
+        return edit_arguments(spec)
+
+    def _call(self, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        spec = model_spec(str(self.model))
+        assert spec is not None and spec.edit_field is not None  # checked in _arguments
+        rest = dict(fields)
+        image, prompt = rest.pop(spec.edit_field), rest.pop("prompt")
+        return "edit", {"image": image, "prompt": prompt, "model": self.model, **rest}
+
+
+class FluxToolkit(BaseToolkit):
+    """``generate_image`` and ``edit_image`` with one shared client (one connection pool).
+
+    The same configuration as the tools; ``model`` and ``edit_model`` pick each tool's model
+    (and so its schema).
+    """
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    api_token: SecretStr | None = Field(default_factory=_token_from_env)
+    base_url: str | None = None
+    model: str | None = None
+    edit_model: str | None = None
+    output_dir: Path | None = None
+    image_dirs: list[Path] = Field(default_factory=list)
+    timeout: float | None = Field(default=None, gt=0)
+    include_image_blocks: bool = False
+
+    def get_tools(self) -> list[BaseTool]:
+        token = self.api_token.get_secret_value() if self.api_token else None
+        options: dict[str, Any] = {
+            "api_token": token,
+            "base_url": self.base_url,
+            "model": self.model,
+            "edit_model": self.edit_model,
+        }
+        client, async_client = FluxClient(**options), AsyncFluxClient(**options)
+        shared: dict[str, Any] = {
+            "api_token": self.api_token,
+            "base_url": client.base_url,
+            "output_dir": self.output_dir,
+            "image_dirs": self.image_dirs,
+            "timeout": self.timeout,
+            "include_image_blocks": self.include_image_blocks,
+            "client": client,
+            "async_client": async_client,
+        }
+        return [
+            FluxImageTool(model=client.model, **shared),
+            FluxImageEditTool(model=client.edit_model, **shared),
+        ]
+
+
 def _advice(exc: FluxError, tool: str) -> str:
     """What the chat model can do next, where the core message does not already say it."""
     if isinstance(exc, FluxInputError):
@@ -414,7 +551,7 @@ def _describe_url(url: str) -> str:
     # An inline image would flood the model's context: name it instead.
     media_type = url[5:].split(";", 1)[0].split(",", 1)[0] or "image"
     kilobytes = len(url) * 3 // 4 // 1024
-    return f"(inline {media_type} data, about {kilobytes} KB; in the artifact)"
+    return f"(inline {media_type} data, about {kilobytes} KB, not shown)"
 
 
 def _image_content(url: str) -> dict[str, Any]:

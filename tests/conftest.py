@@ -90,6 +90,18 @@ def flux(make_flux: Callable[..., Flux], emulator: Emulator) -> Flux:
     return make_flux(emulator)
 
 
+@pytest.fixture(params=["sync", "async"])
+def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Runs a LangChain tool through ``invoke`` (its ``_run``) or ``ainvoke`` (its ``_arun``)."""
+
+    async def run(tool: Any, value: Any, **kwargs: Any) -> Any:
+        if request.param == "sync":
+            return await asyncio.to_thread(tool.invoke, value, **kwargs)
+        return await tool.ainvoke(value, **kwargs)
+
+    return run
+
+
 def requests_to(emulator: Emulator, kind: str) -> list[Any]:
     """The recorded requests of one kind: create, get, cancel or file."""
 

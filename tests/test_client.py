@@ -7,6 +7,7 @@ the two cannot drift apart in behaviour.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import socket
@@ -455,3 +456,21 @@ async def test_unknown_prediction_is_a_clear_error(flux: Flux) -> None:
     with pytest.raises(FluxAPIError) as info:
         await flux("get", "doesnotexist")
     assert info.value.status == 404 and info.value.prediction_id == "doesnotexist"
+
+
+async def test_summary_never_carries_inline_bytes(
+    make_emulator: MakeEmulator, make_flux: MakeFlux, tmp_path: Path
+) -> None:
+    emulator = make_emulator(output_mode="data")
+    flux = make_flux(emulator)
+    result = await flux(
+        "generate", prompt="inline", image_prompt="data:image/png;base64," + "A" * 5000
+    )
+    summary = result.summary()
+    assert len(json.dumps(summary)) < 2000
+    assert (
+        summary["urls"][0].startswith("data:image/webp;base64,")
+        and "characters" in summary["urls"][0]
+    )
+    assert summary["input"]["image_prompt"].endswith("(5022 characters)")
+    assert result.urls[0] == result.prediction.output  # the result itself keeps every byte

@@ -19,10 +19,7 @@ from typing import Any
 import httpx2
 import pytest
 from PIL import Image
-from pydantic import Field
 
-from flux_tools import _models
-from flux_tools._inputs import FluxInput
 from flux_tools.emulator import Emulator, Fault
 from flux_tools.emulator._state import parse_duration
 
@@ -418,25 +415,15 @@ def test_custom_prefix(make: Factory) -> None:
         assert client.post(f"/v1{CREATE}", json={"input": {"prompt": "x"}}).status_code == 404
 
 
-def test_registry_drives_models_and_list_output(
-    make: Factory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    class ListInput(FluxInput):
-        prompt: str
-        num_outputs: int = Field(default=1, ge=1, le=4)
-        output_format: str = "png"
-
-    spec = _models.ModelSpec("acme/lister", ListInput, "list", "test model")
-    monkeypatch.setitem(_models.MODELS, spec.name, spec)
+def test_registry_drives_models_and_list_output(make: Factory) -> None:
     emu = make()
     with httpx2.Client(base_url=emu.base_url) as client:
-        path = "/models/acme/lister/predictions"
-        doc = client.post(
-            path, json={"input": {"prompt": "x", "num_outputs": 3}}, headers={"Prefer": "wait"}
-        ).json()
+        path = "/models/black-forest-labs/flux-schnell/predictions"
+        body = {"input": {"prompt": "x", "num_outputs": 3, "output_format": "png"}}
+        doc = client.post(path, json=body, headers={"Prefer": "wait"}).json()
         too_many = client.post(path, json={"input": {"prompt": "x", "num_outputs": 5}})
         files = [client.get(url) for url in doc["output"]]
-    assert doc["model"] == "acme/lister"
+    assert doc["model"] == "black-forest-labs/flux-schnell"
     assert [url.rsplit("/", 1)[1] for url in doc["output"]] == [
         "out-0.png",
         "out-1.png",

@@ -18,8 +18,10 @@ import pytest
 from flux_tools import FluxConnectionError, PredictionTimeout
 from flux_tools._flow import Call, Flow, PredictionFlows, Reply, Report, Sleep, origin
 from flux_tools._policy import PollSchedule, RetryPolicy
+from flux_tools._sources import LocalImages
 
 BASE = "https://gateway.example/replicate/v1"
+NO_FILES = LocalImages()
 
 
 class FakeClock:
@@ -34,6 +36,7 @@ def flows(clock: FakeClock) -> PredictionFlows:
     return PredictionFlows(
         base_url=BASE,
         model="black-forest-labs/flux-pro",
+        edit_model="black-forest-labs/flux-kontext-pro",
         timeout=30,
         sync_wait=60,
         retry=RetryPolicy(),
@@ -104,7 +107,7 @@ def test_foreign_urls_are_not_followed() -> None:
         seen.append(call.url)
         return next(answers)
 
-    result, _ = drive(flows(clock).generate(None, {"prompt": "x"}), clock, server)
+    result, _ = drive(flows(clock).generate(None, {"prompt": "x"}, images=NO_FILES), clock, server)
     assert result.urls == ["https://cdn.example/x.webp"]
     assert all(origin(url) == origin(BASE) for url in seen)
     assert seen[1] == f"{BASE}/predictions/p1"  # built from the base, not the foreign urls.get
@@ -119,7 +122,9 @@ def test_create_headers_follow_the_deadline() -> None:
         creates.append(call)
         return prediction("succeeded", output="https://cdn.example/x.webp")
 
-    drive(flows(clock).generate(None, {"prompt": "x"}, timeout=12.5), clock, server)
+    drive(
+        flows(clock).generate(None, {"prompt": "x"}, timeout=12.5, images=NO_FILES), clock, server
+    )
     (create,) = creates
     assert create.headers["Prefer"] == "wait=12"
     assert create.headers["Cancel-After"] == "23s"
@@ -137,7 +142,7 @@ def test_ambiguous_create_failure_is_never_resent() -> None:
         return httpx2.ReadTimeout("timed out")
 
     with pytest.raises(FluxConnectionError) as info:
-        drive(flows(clock).generate(None, {"prompt": "x"}), clock, server)
+        drive(flows(clock).generate(None, {"prompt": "x"}, images=NO_FILES), clock, server)
     assert info.value.maybe_created and len(creates) == 1
     assert "NOT sent again" in str(info.value)
 
@@ -152,7 +157,9 @@ def test_progress_reports_each_state() -> None:
         ]
     )
     _, actions = drive(
-        flows(clock).generate(None, {"prompt": "x"}), clock, lambda call: next(answers)
+        flows(clock).generate(None, {"prompt": "x"}, images=NO_FILES),
+        clock,
+        lambda call: next(answers),
     )
     assert [a.prediction.status for a in actions if isinstance(a, Report)] == [
         "starting",

@@ -1,4 +1,4 @@
-"""``import flux_tools`` stays light: the extras are imported only by the front ends that need them."""
+"""``import flux_tools`` stays light: extras are imported only by the front ends that need them."""
 
 from __future__ import annotations
 

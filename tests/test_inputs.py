@@ -117,8 +117,10 @@ def test_enums_are_published() -> None:
         ("https://example.com/a.png", True),
         ("http://localhost:8000/a.png", True),
         ("data:image/png;base64,iVBORw0KGgo=", True),
-        ("/home/me/a.png", False),
+        ("/home/me/a.png", True),  # a local file: the client reads it from an allowed folder
+        ("3mjq2vyd9drm80cr2zxb2jbbx4", True),  # an earlier prediction's id
         ("ftp://example.com/a.png", False),
+        ("   ", False),
         ("data:image/png,notbase64", False),
     ],
 )

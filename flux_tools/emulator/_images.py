@@ -11,6 +11,7 @@ import io
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 #: output_format -> (content type, file extension, Pillow format name)
 _FORMATS: dict[str, tuple[str, str, str]] = {
@@ -31,6 +32,8 @@ class ImageSpec:
     height: int
     fmt: str
     quality: int
+    #: For an edit: the encoded input image the output is derived from.
+    source: bytes | None = None
 
     @property
     def content_type(self) -> str:
@@ -77,13 +80,39 @@ def image_size(
     return w, h
 
 
+def source_size(data: bytes) -> tuple[int, int]:
+    """Width and height of an encoded image (only its header is decoded)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def size_like(source: tuple[int, int], scale: float = 1.0) -> tuple[int, int]:
+    """About one megapixel at the source's aspect ratio: what ``match_input_image`` gives."""
+    w, h = source
+    return image_size(f"{w}:{h}", scale=scale)
+
+
 @lru_cache(maxsize=32)
 def render(spec: ImageSpec) -> bytes:
     """Encode the image for ``spec`` (cached: downloads of one output re-use the bytes)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     digest = hashlib.sha256(f"{spec.prompt}\0{spec.seed}".encode()).digest()
     w, h = spec.width, spec.height
+    if spec.source is not None:
+        # An edit: the input image itself, tinted, with the instruction written on a band, so
+        # a test can tell it from a fresh generation and see what was asked.
+        with Image.open(io.BytesIO(spec.source)) as source:
+            base = source.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
+        tint = Image.new("RGB", (w, h), (digest[0], digest[1], digest[2]))
+        image = Image.blend(base, tint, 0.25)
+        draw = ImageDraw.Draw(image)
+        band = max(12, h // 10)
+        draw.rectangle((0, h - band, w, h), fill=(0, 0, 0))
+        _label(draw, f"edit: {spec.prompt}", (band // 4, h - band + band // 4), band // 2)
+        return _encode(image, spec)
     corners = Image.new("RGB", (2, 2))
     corners.putdata([(digest[i], digest[i + 1], digest[i + 2]) for i in range(0, 12, 3)])
     image = corners.resize((w, h), Image.Resampling.BILINEAR)
@@ -97,16 +126,24 @@ def render(spec: ImageSpec) -> bytes:
             draw.ellipse((x0, y0, x1, y1), fill=colour)
         else:
             draw.rectangle((x0, y0, x1, y1), outline=colour, width=max(1, w // 128))
-    label = spec.prompt if len(spec.prompt) <= 48 else spec.prompt[:47] + "…"
     size = max(8, min(w, h) // 24)
+    _label(draw, spec.prompt, (size // 2, size // 2), size)
+    _label(draw, f"seed {spec.seed}", (size // 2, size * 2), size)
+    return _encode(image, spec)
+
+
+def _label(draw: Any, text: str, at: tuple[int, int], size: int) -> None:
+    from PIL import ImageFont
+
+    text = text if len(text) <= 48 else text[:47] + "…"
     try:
-        font: ImageFont.FreeTypeFont | ImageFont.ImageFont = ImageFont.load_default(size)
+        font: Any = ImageFont.load_default(size)
     except (ImportError, OSError):  # Pillow built without FreeType: the small bitmap font
         font = ImageFont.load_default()
-    for line, y in ((label, size // 2), (f"seed {spec.seed}", size * 2)):
-        draw.text(
-            (size // 2, y), line, fill="white", font=font, stroke_width=1, stroke_fill="black"
-        )
+    draw.text(at, text, fill="white", font=font, stroke_width=1, stroke_fill="black")
+
+
+def _encode(image: Any, spec: ImageSpec) -> bytes:
     out = io.BytesIO()
     pil_format = _FORMATS.get(spec.fmt, _FORMATS["webp"])[2]
     if pil_format == "PNG":

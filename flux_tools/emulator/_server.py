@@ -7,20 +7,25 @@ predictions in flight cost only sockets and small objects.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hmac
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal
 
 import h11
+import httpx2
 
 from . import _images
 from ._faults import Endpoint, Fault, FaultBook
 from ._state import (
+    CreateRequest,
+    EditSource,
     Prediction,
     Problem,
     RecordedRequest,
@@ -314,9 +319,10 @@ class Server:
             drop = True
         else:
             await self._apply(fault)
+        source = await self._edit_source(created)
         now = time.monotonic()
         prediction = self._store.create(
-            created, now=now, deadline=None if deadline is None else now + deadline
+            created, now=now, deadline=None if deadline is None else now + deadline, source=source
         )
         self._stats.count_created()
         if drop:
@@ -344,6 +350,35 @@ class Server:
         for event in self._waiters.get(prediction.id, ()):
             event.set()
         return Reply.json(200, await self._doc(prediction, now))
+
+    async def _edit_source(self, created: CreateRequest) -> EditSource | None:
+        """The image an edit model was given, loaded as the real model would fetch it."""
+        field = created.spec.edit_field
+        uri = getattr(created.validated, field, None) if field else None
+        if not isinstance(uri, str) or not uri:
+            return None
+        try:
+            if uri.startswith("data:"):
+                data = base64.b64decode(uri.partition(",")[2], validate=False)
+            else:
+                data = await self._fetch(uri)
+            size = await asyncio.to_thread(_images.source_size, data)
+        except Exception as exc:  # whatever it was, the model could not read the image
+            return EditSource(None, None, f"Could not load {field}: {type(exc).__name__}: {exc}")
+        return EditSource(data, size, None)
+
+    async def _fetch(self, url: str) -> bytes:
+        # One of our own outputs: served from the store, like a CDN the model can reach.
+        match = re.fullmatch(r"/files/([^/]+)/([^/]+)", httpx2.URL(url).path)
+        if match:
+            prediction = self._store.get(match.group(1))
+            spec = prediction and self._store.file(prediction, match.group(2), time.monotonic())
+            if spec:
+                return await asyncio.to_thread(_images.render, spec)
+        async with httpx2.AsyncClient(timeout=10, follow_redirects=True) as http:
+            response = await http.get(url)
+            response.raise_for_status()
+            return response.content
 
     async def _file(self, prediction_id: str, name: str) -> Reply:
         # No auth: output files live on a public CDN (replicate.delivery).

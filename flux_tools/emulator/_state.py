@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from .._inputs import IMAGE_URI_PREFIXES
 from .._models import ModelSpec, model_spec
 from . import _images
 from ._faults import Directives, Endpoint, Fault, FaultBook, parse_directives
@@ -104,6 +105,15 @@ def _invalid(fields: list[dict[str, str]]) -> Problem:
     return Problem(422, detail, "Input validation failed", invalid_fields=fields)
 
 
+@dataclass(frozen=True)
+class EditSource:
+    """What an edit model got as its input image: bytes and size, or why it could not load."""
+
+    data: bytes | None
+    size: tuple[int, int] | None
+    error: str | None
+
+
 @dataclass
 class CreateRequest:
     """A create body that passed validation."""
@@ -137,6 +147,15 @@ def parse_create(model: str, body: bytes) -> CreateRequest:
         validated = spec.input_model.model_validate(raw, strict=True)
     except ValidationError as exc:
         raise validation_problem(exc) from None
+    # Our models also accept paths and prediction ids (the client resolves them); the API
+    # itself takes only URIs.
+    not_uris = [
+        {"type": "format", "field": f"input.{name}", "description": "Does not match format 'uri'"}
+        for name in spec.input_model.image_fields
+        if isinstance(raw.get(name), str) and not raw[name].startswith(IMAGE_URI_PREFIXES)
+    ]
+    if not_uris:
+        raise _invalid(not_uris)
     prompt = raw.get("prompt")
     try:
         directives = parse_directives(prompt) if isinstance(prompt, str) else Directives()
@@ -342,7 +361,14 @@ class Store:
             book = self._create_faults.setdefault(key, FaultBook(faults))
         return book.take("create")
 
-    def create(self, request: CreateRequest, *, now: float, deadline: float | None) -> Prediction:
+    def create(
+        self,
+        request: CreateRequest,
+        *,
+        now: float,
+        deadline: float | None,
+        source: EditSource | None = None,
+    ) -> Prediction:
         v, d = request.validated, request.directives
         # Only the event loop creates, so the seeded RNG is drawn in a reproducible order.
         seed = getattr(v, "seed", None)
@@ -357,12 +383,21 @@ class Store:
             run = None
         count = (getattr(v, "num_outputs", None) or 1) if request.spec.output == "list" else 1
         width, height = image_size_of(v, self.image_scale)
+        if source is not None and source.size and _keeps_shape(v):
+            width, height = _images.size_like(source.size, self.image_scale)
+        source_bytes = source.data if source is not None else None
         prompt = str(getattr(v, "prompt", ""))
         fmt = str(getattr(v, "output_format", "webp") or "webp")
         quality = getattr(v, "output_quality", None)
         images = tuple(
             _images.ImageSpec(
-                prompt, seed + i, width, height, fmt, quality if isinstance(quality, int) else 80
+                prompt,
+                seed + i,
+                width,
+                height,
+                fmt,
+                quality if isinstance(quality, int) else 80,
+                source_bytes,
             )
             for i in range(count)
         )
@@ -374,7 +409,11 @@ class Store:
             created=now,
             queue_time=d.queue if d.queue is not None else self.queue_time,
             run_time=run,
-            error=MODERATION_ERROR if d.moderate else FAIL_ERROR if d.fail else None,
+            error=MODERATION_ERROR
+            if d.moderate
+            else FAIL_ERROR
+            if d.fail
+            else (source.error if source is not None else None),
             deadline=deadline,
             images=images,
             output_kind=request.spec.output,
@@ -501,6 +540,12 @@ class Store:
                 metrics["predict_time"] = round(line.completed - line.started, 6)
             doc["metrics"] = metrics
         return doc
+
+
+def _keeps_shape(validated: BaseModel) -> bool:
+    # Kontext's "match_input_image", and image-to-image models, which have no aspect of their own.
+    aspect = getattr(validated, "aspect_ratio", None)
+    return aspect == "match_input_image" or getattr(validated, "image", None) is not None
 
 
 def image_size_of(validated: BaseModel, scale: float) -> tuple[int, int]:
