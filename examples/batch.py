@@ -40,18 +40,20 @@ async def generate_all(client: AsyncFluxClient, prompts: list[str], out_dir: Pat
     return sum(not line.startswith("FAILED") for line in lines)
 
 
-async def main(count: int = 24, out_dir: str = "flux-images/batch") -> int:
+async def main(count: int, out_dir: Path) -> int:
     prompts = [f"{SUBJECTS[i % 6]}, {STYLES[i % 4]}" for i in range(count)]
     # Each image takes ~1.5 s on the emulator; together they take about as long as one.
     with Emulator(latency=1.5, latency_jitter=0.5, image_scale=0.25) as emulator:
         async with AsyncFluxClient(api_token="offline", base_url=emulator.base_url) as client:
             started = time.monotonic()
-            done = await generate_all(client, prompts, Path(out_dir).resolve())
+            done = await generate_all(client, prompts, out_dir)
             elapsed = time.monotonic() - started
-    print(f"{done}/{count} images in {elapsed:.1f} s, saved to {Path(out_dir).resolve()}")
+    print(f"{done}/{count} images in {elapsed:.1f} s, saved to {out_dir}")
     return 0 if done == count else 1
 
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    sys.exit(asyncio.run(main(int(args[0]) if args else 24, *args[1:2])))
+    count = int(args[0]) if args else 24
+    out_dir = Path(args[1] if len(args) > 1 else "flux-images/batch").resolve()
+    sys.exit(asyncio.run(main(count, out_dir)))

@@ -373,9 +373,12 @@ class AsyncFluxClient(_ClientConfig):
             max_image_bytes=max_image_bytes,
         )
         self._owns_http = http_client is None
-        # Many predictions in flight must not queue for a handful of pooled connections.
+        # Many predictions in flight must not queue for pooled connections (held Prefer: wait
+        # creates would starve the polls), but few idle ones are kept: the pool scans them on
+        # every request. 1000 in flight through a gateway: 4.4-4.7 s of CPU keeping 20, 5.5 s
+        # keeping 100, 15.7 s keeping all (benchmarks/run.py's burst, measured on 2 cores).
         self._http = http_client or httpx2.AsyncClient(
-            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=100)
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=20)
         )
 
     # -- the driver: the only place where this client does I/O --------------------------------

@@ -29,7 +29,7 @@ from ._errors import (
     api_error,
 )
 from ._inputs import IMAGE_URI_PREFIXES, FluxInput
-from ._models import MODELS, ModelSpec, known_model, model_spec, normalize_model_name
+from ._models import ModelSpec, edit_spec, model_spec, normalize_model_name
 from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
 from ._sources import LocalImages
@@ -414,6 +414,7 @@ class PredictionFlows:
         try:
             if current is None:
                 current = yield from self.get(str(prediction), deadline=deadline)
+                model = current.model or model  # learn under the model it really is
             while True:
                 yield Report(current)
                 if self.is_done(current):
@@ -504,12 +505,10 @@ class PredictionFlows:
     ) -> Flow[GenerationResult]:
         """Edit ``image`` (URL, data URI, path or prediction id) as ``prompt`` instructs."""
         try:
-            spec = known_model(model or self.edit_model)
+            spec = edit_spec(model or self.edit_model)
         except ValueError as exc:
             raise FluxInputError(str(exc)) from None
-        if spec.edit_field is None:
-            editors = ", ".join(s.short_name for s in MODELS.values() if s.can_edit)
-            raise FluxInputError(f"{spec.name} does not edit images; models that do: {editors}")
+        assert spec.edit_field is not None
         edit_fields = {**fields, "prompt": prompt, spec.edit_field: image}
         return (
             yield from self.generate(

@@ -248,6 +248,13 @@ ListAspectRatio = Literal[
 NumOutputs = Annotated[
     int, Field(ge=1, le=4, description="How many images to generate in one call (1-4).")
 ]
+DisableSafetyChecker = Annotated[
+    bool, Field(description="Turn off the safety checker of the generated images.")
+]
+GoFast = Annotated[
+    bool,
+    Field(description="Run an optimised (fp8) version: faster, very slightly lower quality."),
+]
 Megapixels = Annotated[
     Literal["1", "0.25"],
     Field(description="Approximate size: '1' megapixel (about 1024x1024) or '0.25' (512x512)."),
@@ -268,13 +275,8 @@ class FluxSchnellInput(FluxInput):
     seed: Seed = None
     output_format: WebpJpgPng = "webp"
     output_quality: OutputQuality = 80
-    disable_safety_checker: bool = Field(
-        default=False, description="Turn off the safety checker of the generated images."
-    )
-    go_fast: bool = Field(
-        default=True,
-        description="Run an optimised (fp8) version: faster, very slightly lower quality.",
-    )
+    disable_safety_checker: DisableSafetyChecker = False
+    go_fast: GoFast = True
     megapixels: Megapixels = "1"
 
 
@@ -307,13 +309,8 @@ class FluxDevInput(FluxInput):
     seed: Seed = None
     output_format: WebpJpgPng = "webp"
     output_quality: OutputQuality = 80
-    disable_safety_checker: bool = Field(
-        default=False, description="Turn off the safety checker of the generated images."
-    )
-    go_fast: bool = Field(
-        default=True,
-        description="Run an optimised (fp8) version: faster, very slightly lower quality.",
-    )
+    disable_safety_checker: DisableSafetyChecker = False
+    go_fast: GoFast = True
     megapixels: Megapixels = "1"
 
     @field_serializer("guidance")
@@ -334,8 +331,7 @@ class FluxKontextProInput(FluxInput):
     )
     input_image: ImageSource | None = Field(
         default=None,
-        description=f"The image to edit (jpeg, png, gif or webp): {IMAGE_SOURCE_HELP}. "
-        "Without it the model generates from the prompt alone.",
+        description=f"The image to edit (jpeg, png, gif or webp): {IMAGE_SOURCE_HELP}.",
     )
     aspect_ratio: Literal[
         "match_input_image",

@@ -59,24 +59,32 @@ async def _through_mcp(emulator: Emulator, out_dir: Path) -> list[str]:
         await session.initialize()
         tools = (await session.list_tools()).tools
         say(f"  tools: {', '.join(tool.name for tool in tools)}")
-        say(f"  calling generate_image(prompt={PROMPT[:40]!r}..., aspect_ratio='16:9')")
         call_tool: Any = session.call_tool  # its overloads differ between SDK lines
-        answer = await call_tool(
-            "generate_image",
-            {"prompt": PROMPT, "aspect_ratio": "16:9", "seed": 42},
-            progress_callback=progress,
+
+        async def call(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            shown = ", ".join(f"{k}={str(v)[:40]!r}" for k, v in arguments.items())
+            say(f"  calling {name}({shown})")
+            answer = await call_tool(name, arguments, progress_callback=progress)
+            # The result as it travels (the same keys on both SDK lines).
+            result: dict[str, Any] = answer.model_dump(
+                mode="json", by_alias=True, exclude_none=True
+            )
+            say(f"  result content: {', '.join(block['type'] for block in result['content'])}")
+            data: dict[str, Any] = result.get("structuredContent") or {}
+            if result.get("isError") or not data.get("files"):
+                text = next((b["text"] for b in result["content"] if b["type"] == "text"), "")
+                raise RuntimeError(f"the MCP server answered with an error: {text}")
+            for path in data["files"]:
+                say(f"  saved: {path}")
+            return data
+
+        made = await call("generate_image", {"prompt": PROMPT, "aspect_ratio": "16:9", "seed": 42})
+        # "Edit the image you just made": its prediction id is enough.
+        edited = await call(
+            "edit_image",
+            {"input_image": made["prediction_id"], "prompt": "make it a lemon cake"},
         )
-    # The result as it travels (the same keys on both SDK lines).
-    result = answer.model_dump(mode="json", by_alias=True, exclude_none=True)
-    say(f"  result content: {', '.join(block['type'] for block in result['content'])}")
-    data = result.get("structuredContent") or {}
-    if result.get("isError") or not data.get("files"):
-        text = next((b["text"] for b in result["content"] if b["type"] == "text"), "")
-        raise RuntimeError(f"the MCP server answered with an error: {text}")
-    files: list[str] = data["files"]
-    for path in files:
-        say(f"  saved: {path}")
-    return files
+    return [*made["files"], *edited["files"]]
 
 
 def _through_langchain(emulator: Emulator, out_dir: Path) -> list[str]:

@@ -61,7 +61,7 @@ from ._errors import (
     redact,
 )
 from ._files import DownloadError
-from ._models import MODELS, ModelSpec, edit_arguments, model_spec
+from ._models import MODELS, edit_arguments, edit_spec, model_spec
 from ._prediction import GenerationResult, Prediction
 
 _image_block: Callable[..., Mapping[str, Any]] | None
@@ -197,7 +197,7 @@ class _FluxTool(BaseTool):
             self.base_url = resolve_base_url(self.base_url)
         self.model = self._default_model(injected)
         if "args_schema" not in self.model_fields_set:
-            self.args_schema = self._arguments(model_spec(self.model))
+            self.args_schema = self._arguments()
         return self
 
     # -- what differs between the generate and edit tools ----------------------------------
@@ -205,7 +205,7 @@ class _FluxTool(BaseTool):
     def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
         raise NotImplementedError
 
-    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
+    def _arguments(self) -> type[BaseModel] | None:
         """The args_schema: derived from the model's input model."""
         raise NotImplementedError
 
@@ -410,7 +410,8 @@ class FluxImageTool(_FluxTool):
     def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
         return resolve_model(self.model or (injected.model if injected else None))
 
-    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
+    def _arguments(self) -> type[BaseModel] | None:
+        spec = model_spec(str(self.model))
         return spec.input_model if spec else None
 
     def _call(self, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -431,15 +432,12 @@ class FluxImageEditTool(_FluxTool):
     def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
         return resolve_edit_model(self.model or (injected.edit_model if injected else None))
 
-    def _arguments(self, spec: ModelSpec | None) -> type[BaseModel] | None:
-        if spec is None or spec.edit_field is None:
-            editors = ", ".join(s.short_name for s in MODELS.values() if s.can_edit)
-            raise ValueError(f"{self.model} does not edit images; models that do: {editors}")
-        return edit_arguments(spec)
+    def _arguments(self) -> type[BaseModel] | None:
+        return edit_arguments(edit_spec(str(self.model)))
 
     def _call(self, fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        spec = model_spec(str(self.model))
-        assert spec is not None and spec.edit_field is not None  # checked in _arguments
+        spec = edit_spec(str(self.model))
+        assert spec.edit_field is not None
         rest = dict(fields)
         image, prompt = rest.pop(spec.edit_field), rest.pop("prompt")
         return "edit", {"image": image, "prompt": prompt, "model": self.model, **rest}

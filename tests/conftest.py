@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,6 +101,21 @@ def call(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return await tool.ainvoke(value, **kwargs)
 
     return run
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """The working folder of a server subprocess: clients start servers from arbitrary
+    folders, never the project's."""
+    path = tmp_path / "cwd"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def errlog(tmp_path: Path) -> Path:
+    """Where a server subprocess's stderr goes (stdout is the MCP protocol)."""
+    return tmp_path / "server-stderr.log"
 
 
 def requests_to(emulator: Emulator, kind: str) -> list[Any]:

@@ -20,7 +20,9 @@ from flux_tools.emulator import Emulator
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLUX_", "REPLICATE_"))}
     return subprocess.run(
         [sys.executable, *args],
@@ -52,10 +54,11 @@ def test_demo(tmp_path: Path) -> None:
     done = run("-m", "flux_tools", "demo", "--out", str(tmp_path / "images"), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "tools: generate_image" in out and "edit_image" in out
-    assert "Done: 2 predictions, 2 images saved" in out
-    saved = sorted((tmp_path / "images").rglob("*.webp"))
-    assert [p.parent.name for p in saved] == ["langchain", "mcp"]
+    assert "tools: generate_image, edit_image" in out
+    assert "Done: 3 predictions, 3 images saved" in out
+    saved = sorted((tmp_path / "images").rglob("*.*"), key=lambda p: (p.parent.name, p.suffix))
+    images = [(p.parent.name, p.suffix) for p in saved if p.suffix != ".json"]
+    assert images == [("langchain", ".webp"), ("mcp", ".png"), ("mcp", ".webp")]
     assert "claude mcp add" in out and '"mcpServers"' in out
 
 

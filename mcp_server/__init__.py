@@ -1,0 +1,49 @@
+"""An MCP server for FLUX image generation, for Claude Desktop, Claude Code, IDEs and any client.
+
+``python -m mcp_server`` (or ``flux-mcp``) serves over stdio; ``--transport streamable-http``
+serves HTTP. Configuration comes from the environment (see :mod:`mcp_server.config`). The ``mcp``
+SDK is imported only when the server starts, so ``--help`` works without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _configure_logging(level: str) -> None:
+    # stdout carries the protocol over stdio: every log line goes to stderr.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("httpx2", "httpx", "httpcore", "httpcore2", "mcp", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the server until the client disconnects (stdio) or SIGINT/SIGTERM (HTTP)."""
+    from .config import ConfigError, load_config
+
+    try:
+        config = load_config(argv)
+    except ConfigError as exc:
+        print(f"flux-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    _configure_logging(config.log_level)
+    try:
+        from .app import run
+    except ImportError as exc:
+        print(
+            f"flux-mcp: the MCP SDK is missing ({exc}). Install it with: "
+            "pip install 'flux-tools[mcp]'",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: a normal way out
+        run(config)

@@ -1,0 +1,354 @@
+"""The server's configuration: environment variables (what MCP clients pass), then flags.
+
+MCP clients start servers with a whitelist of environment variables plus the ``env`` block of
+their configuration, from an arbitrary working directory: every path must be absolute, and the
+token can only come from that ``env`` block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from flux_tools import DEFAULT_MODEL, MODELS, __version__
+from flux_tools._client import resolve_base_url
+from flux_tools._errors import TOKEN_ENV_VARS
+from flux_tools._models import DEFAULT_EDIT_MODEL, ModelSpec, edit_spec, model_spec
+from flux_tools._sources import DEFAULT_MAX_IMAGE_BYTES, IMAGE_DIRS_ENV
+
+Transport = Literal["stdio", "streamable-http"]
+
+DEFAULT_WAIT_SECONDS = 45.0
+#: Server-side deadline sent as ``Cancel-After``: a prediction nobody asks about stops billing.
+DEFAULT_CANCEL_AFTER = 600.0
+DEFAULT_PREVIEW_SIDE = 768
+DEFAULT_PORT = 8000
+#: Bounds of FLUX_MCP_MAX_IMAGE_BYTES: a local image is sent inline, base64 in the JSON body.
+MAX_IMAGE_BYTES_RANGE = (1, 100 * 1024 * 1024)
+LOOPBACK_NAMES = ("localhost",)
+OFF_WORDS = ("0", "off", "false", "no", "none")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message says which variable or flag to change."""
+
+
+def default_output_dir(home: Path | None = None) -> Path:
+    """``~/Pictures/flux-tools`` where a Pictures folder exists, else ``~/flux-tools``."""
+    home = home or Path.home()
+    pictures = home / "Pictures"
+    return (pictures if pictures.is_dir() else home) / "flux-tools"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server needs. The tokens are kept out of the repr."""
+
+    api_token: str | None = field(repr=False)
+    base_url: str
+    model: str
+    output_dir: Path
+    #: The model of ``edit_image`` (one that can edit).
+    edit_model: str = DEFAULT_EDIT_MODEL
+    #: Folders local input images may be read from, beside the output folder and the roots.
+    image_dirs: tuple[Path, ...] = ()
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
+    wait_seconds: float = DEFAULT_WAIT_SECONDS
+    cancel_after: float = DEFAULT_CANCEL_AFTER
+    #: Longest side of the inline preview in pixels; 0 turns the preview off.
+    preview_side: int = DEFAULT_PREVIEW_SIDE
+    transport: Transport = "stdio"
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    stateless: bool = False
+    auth_token: str | None = field(default=None, repr=False)
+    allowed_hosts: tuple[str, ...] = ()
+    log_level: str = "INFO"
+
+    @property
+    def has_token(self) -> bool:
+        return bool(self.api_token)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flux-mcp",
+        description="MCP server for FLUX image generation. Serves over stdio by default. "
+        "Settings come from the environment (FLUX_API_TOKEN, FLUX_BASE_URL, FLUX_MODEL, "
+        "FLUX_EDIT_MODEL, FLUX_OUTPUT_DIR, FLUX_IMAGE_DIRS, FLUX_MCP_WAIT_SECONDS, "
+        "FLUX_MCP_PREVIEW, FLUX_MCP_MAX_IMAGE_BYTES, FLUX_MCP_AUTH_TOKEN); "
+        "flags override them. The API token is read only from the environment.",
+    )
+    parser.add_argument("--transport", choices=["stdio", "streamable-http"], help="default: stdio")
+    parser.add_argument("--host", help="HTTP interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help=f"HTTP port (default {DEFAULT_PORT}; 0: any)")
+    parser.add_argument(
+        "--stateless",
+        action="store_true",
+        default=None,
+        help="HTTP without sessions, for several instances behind a load balancer",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        action="append",
+        dest="allowed_hosts",
+        metavar="HOST[:PORT]",
+        help="Host header accepted when serving on another interface (DNS-rebinding "
+        "protection; repeatable; 'name:*' allows any port)",
+    )
+    parser.add_argument("--base-url", help="API base URL (env FLUX_BASE_URL)")
+    parser.add_argument("--model", help=f"model to run (env FLUX_MODEL; default {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--edit-model",
+        help=f"model of edit_image (env FLUX_EDIT_MODEL; default {DEFAULT_EDIT_MODEL})",
+    )
+    parser.add_argument("--output-dir", help="absolute folder for images (env FLUX_OUTPUT_DIR)")
+    parser.add_argument(
+        "--image-dir",
+        action="append",
+        dest="image_dirs",
+        metavar="DIR",
+        help=f"absolute folder local input images may be read from, beside the output folder "
+        f"and the client's roots (repeatable; env {IMAGE_DIRS_ENV}, separated by "
+        f"{os.pathsep!r})",
+    )
+    parser.add_argument(
+        "--max-image-bytes",
+        type=int,
+        help=f"largest local input image sent, in bytes (env FLUX_MCP_MAX_IMAGE_BYTES; default "
+        f"{DEFAULT_MAX_IMAGE_BYTES})",
+    )
+    parser.add_argument(
+        "--wait-seconds",
+        type=float,
+        help=f"wait budget per tool call (env FLUX_MCP_WAIT_SECONDS; default "
+        f"{DEFAULT_WAIT_SECONDS:g})",
+    )
+    parser.add_argument(
+        "--preview-size",
+        type=int,
+        help=f"longest side of the inline preview (env FLUX_MCP_PREVIEW; default "
+        f"{DEFAULT_PREVIEW_SIDE}; 0 turns it off)",
+    )
+    parser.add_argument("--no-preview", action="store_true", help="return no inline preview image")
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR (env FLUX_MCP_LOG_LEVEL)"
+    )
+    parser.add_argument("--version", action="version", version=f"flux-mcp {__version__}")
+    return parser
+
+
+def _number(name: str, text: str, *, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {text!r}.") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low:g} and {high:g}, got {value:g}.")
+    return value
+
+
+def _preview_side(text: str) -> int:
+    if text.strip().lower() in OFF_WORDS:
+        return 0
+    if text.strip().lower() in ("1", "on", "true", "yes"):
+        return DEFAULT_PREVIEW_SIDE
+    try:
+        side = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"FLUX_MCP_PREVIEW must be 'off' or the longest side in pixels (64-2048), got {text!r}."
+        ) from None
+    return _check_side(side)
+
+
+def _check_side(side: int) -> int:
+    if side != 0 and not 64 <= side <= 2048:
+        raise ConfigError(f"The preview size must be 0 (off) or 64-2048 pixels, got {side}.")
+    return side
+
+
+def _output_dir(text: str | None, source: str) -> Path:
+    if not text:
+        return default_output_dir()
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise ConfigError(
+            f"{source}={text!r} is a relative path. MCP clients start servers from arbitrary "
+            "working directories (often '/'), so a relative folder would end up somewhere "
+            f"unexpected. Give an absolute path, e.g. {default_output_dir()}."
+        )
+    return path
+
+
+def _model(name: str, value: str, *, edit: bool) -> ModelSpec:
+    """The registry entry of a configured model, or a ConfigError naming the variable."""
+    try:
+        known = edit_spec(value) if edit else model_spec(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={value!r}: {exc}.") from None
+    if known is None:
+        raise ConfigError(
+            f"{name}={value!r} is not a model this server knows, so it cannot offer its "
+            f"parameters. Known models: {', '.join(MODELS)}."
+        )
+    return known
+
+
+def _image_dirs(flags: Sequence[str] | None, env: Mapping[str, str]) -> tuple[Path, ...]:
+    if flags:
+        given = [(text, "--image-dir") for text in flags]
+    else:
+        raw = env.get(IMAGE_DIRS_ENV, "")
+        given = [(part, IMAGE_DIRS_ENV) for part in raw.split(os.pathsep) if part.strip()]
+    folders = []
+    for text, source in given:
+        path = Path(text.strip()).expanduser()
+        if not path.is_absolute():
+            raise ConfigError(
+                f"{source} holds the relative path {text!r}. MCP clients start servers from "
+                "arbitrary working directories, so give absolute folders."
+            )
+        folders.append(path)
+    return tuple(folders)
+
+
+def _max_image_bytes(flag: int | None, env: Mapping[str, str]) -> int:
+    name = "--max-image-bytes" if flag is not None else "FLUX_MCP_MAX_IMAGE_BYTES"
+    text = str(flag) if flag is not None else env.get(name, "").strip()
+    if not text:
+        return DEFAULT_MAX_IMAGE_BYTES
+    low, high = MAX_IMAGE_BYTES_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be a number of bytes from {low} to {high}, got {text!r}.")
+    return value
+
+
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read the environment, then the flags. Raises :class:`ConfigError` with a clear message."""
+    env = os.environ if environ is None else environ
+    args = _parser().parse_args(argv)
+
+    token = next((env[name] for name in TOKEN_ENV_VARS if env.get(name)), None)
+    known = _model(
+        "--model" if args.model else "FLUX_MODEL",
+        args.model or env.get("FLUX_MODEL") or DEFAULT_MODEL,
+        edit=False,
+    )
+    editor = _model(
+        "--edit-model" if args.edit_model else "FLUX_EDIT_MODEL",
+        args.edit_model or env.get("FLUX_EDIT_MODEL") or DEFAULT_EDIT_MODEL,
+        edit=True,
+    )
+
+    try:
+        base_url = resolve_base_url(
+            args.base_url or env.get("FLUX_BASE_URL") or env.get("REPLICATE_BASE_URL")
+        )
+    except ValueError as exc:
+        raise ConfigError(f"FLUX_BASE_URL: {exc}") from None
+
+    if args.output_dir:
+        output_dir = _output_dir(args.output_dir, "--output-dir")
+    else:
+        output_dir = _output_dir(env.get("FLUX_OUTPUT_DIR"), "FLUX_OUTPUT_DIR")
+
+    if args.wait_seconds is not None:
+        wait = _number("--wait-seconds", str(args.wait_seconds), low=1, high=3600)
+    else:
+        wait = _number(
+            "FLUX_MCP_WAIT_SECONDS",
+            env.get("FLUX_MCP_WAIT_SECONDS") or str(DEFAULT_WAIT_SECONDS),
+            low=1,
+            high=3600,
+        )
+    cancel_after = _number(
+        "FLUX_MCP_CANCEL_AFTER",
+        env.get("FLUX_MCP_CANCEL_AFTER") or str(DEFAULT_CANCEL_AFTER),
+        low=10,
+        high=86400,
+    )
+    if cancel_after < wait:
+        raise ConfigError(
+            f"FLUX_MCP_CANCEL_AFTER ({cancel_after:g} s) must not be shorter than the wait "
+            f"budget ({wait:g} s)."
+        )
+
+    if args.no_preview:
+        preview = 0
+    elif args.preview_size is not None:
+        preview = _check_side(args.preview_size)
+    else:
+        preview = _preview_side(env.get("FLUX_MCP_PREVIEW") or str(DEFAULT_PREVIEW_SIDE))
+
+    transport: Transport = args.transport or "stdio"
+    host = args.host or env.get("FLUX_MCP_HOST") or "127.0.0.1"
+    try:
+        port = args.port if args.port is not None else int(env.get("FLUX_MCP_PORT") or DEFAULT_PORT)
+    except ValueError:
+        raise ConfigError(
+            f"FLUX_MCP_PORT must be a port number, got {env['FLUX_MCP_PORT']!r}."
+        ) from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0-65535, got {port}.")
+    stateless = bool(args.stateless) or env.get("FLUX_MCP_STATELESS", "").lower() in (
+        "1",
+        "true",
+        "yes",
+        "on",
+    )
+    auth_token = env.get("FLUX_MCP_AUTH_TOKEN") or None
+    if transport == "streamable-http" and not is_loopback(host) and not auth_token:
+        raise ConfigError(
+            f"Refusing to serve on {host}: any machine that can reach it could generate "
+            "images on your account. Set FLUX_MCP_AUTH_TOKEN to a long random secret (clients "
+            "then send 'Authorization: Bearer <secret>'), or bind 127.0.0.1."
+        )
+    if auth_token is not None and len(auth_token) < 16:
+        raise ConfigError("FLUX_MCP_AUTH_TOKEN is too short: use at least 16 random characters.")
+    allowed = tuple(args.allowed_hosts or ()) or tuple(
+        h.strip() for h in env.get("FLUX_MCP_ALLOWED_HOSTS", "").split(",") if h.strip()
+    )
+    level = (args.log_level or env.get("FLUX_MCP_LOG_LEVEL") or "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ConfigError(f"The log level must be DEBUG, INFO, WARNING or ERROR, got {level!r}.")
+
+    return Config(
+        api_token=token,
+        base_url=base_url,
+        model=known.name,
+        output_dir=output_dir,
+        edit_model=editor.name,
+        image_dirs=_image_dirs(args.image_dirs, env),
+        max_image_bytes=_max_image_bytes(args.max_image_bytes, env),
+        wait_seconds=wait,
+        cancel_after=cancel_after,
+        preview_side=preview,
+        transport=transport,
+        host=host,
+        port=port,
+        stateless=stateless,
+        auth_token=auth_token,
+        allowed_hosts=allowed,
+        log_level=level,
+    )

@@ -1,0 +1,226 @@
+"""What the tools return: text for the model, structured content, resource links, a preview.
+
+The whole result must stay under 1 MiB (Claude Desktop replaces anything larger), image bytes go
+only in image blocks (Claude Code counts base64 in text or ``structuredContent`` as text), and the
+text alone must be enough: some clients show images only to the user, or accept only text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field
+
+from flux_tools import Timings
+from flux_tools._preview import DEFAULT_MAX_BYTES, Preview, PreviewError, make_preview
+
+from . import _sdk
+from .store import media_type, resource_uri
+
+logger = logging.getLogger("mcp_server")
+
+#: Claude Desktop's limit for one tool result.
+RESULT_LIMIT = 1_048_576
+#: Room for the JSON-RPC envelope and for serializers that escape more than ours.
+RESULT_MARGIN = 32 * 1024
+#: Below this, a preview would be a smudge: send none.
+MIN_PREVIEW_BYTES = 12_000
+
+
+class ImageResult(BaseModel):
+    """The structured content of every tool of this server (its declared output schema)."""
+
+    model_config = ConfigDict(title="ImageResult")
+
+    status: str = Field(
+        description="succeeded: the images are saved. starting or processing: not finished yet, "
+        "call get_prediction with prediction_id. canceled, failed, aborted: no image."
+    )
+    prediction_id: str = Field(
+        description="The prediction's id, for get_prediction and cancel_prediction; once it "
+        "has succeeded, also the image to pass to edit_image to edit this result further."
+    )
+    model: str = Field(description="The model that made (or is making) the image.")
+    urls: list[str] = Field(
+        default_factory=list,
+        description="Provider URLs of the images. They expire (about an hour): prefer files.",
+    )
+    files: list[str] = Field(
+        default_factory=list, description="Absolute paths of the saved images."
+    )
+    resource_uris: list[str] = Field(
+        default_factory=list,
+        description="flux://images/... URIs: the saved images, readable as MCP resources.",
+    )
+    seed: int | None = Field(default=None, description="Seed used; reuse it to reproduce.")
+    timings: Timings = Field(
+        default_factory=Timings,
+        description="Seconds spent queued, running the model, and in all (when known).",
+    )
+    next_step: str | None = Field(
+        default=None, description="What to do next, when the image is not ready yet."
+    )
+
+
+@dataclass
+class Finished:
+    """A succeeded prediction whose images are saved, however we learned about it."""
+
+    prediction_id: str
+    model: str
+    urls: list[str]
+    files: list[Path]
+    seed: int | None = None
+    timings: Timings = field(default_factory=Timings)
+    prompt: str | None = None
+    #: Made by editing an input image, rather than from the prompt alone.
+    edited: bool = False
+    #: A last line saying how to go on (e.g. how to edit this result).
+    follow_up: str | None = None
+
+
+def _describe(seconds: float | None) -> str:
+    return f" in {seconds:.1f} s" if seconds is not None else ""
+
+
+def finished_text(done: Finished, *, previews: int) -> str:
+    count = len(done.files)
+    noun = "image" if count == 1 else f"{count} images"
+    facts = [f"prediction {done.prediction_id}"]
+    if done.seed is not None:
+        facts.append(f"seed {done.seed}")
+    verb = "Edited" if done.edited else "Generated"
+    lines = [
+        f"{verb} {noun} with {done.model}{_describe(done.timings.total)} ({', '.join(facts)})."
+    ]
+    for path in done.files:
+        lines.append(f"Saved to: {path}")
+    for url in done.urls:
+        lines.append(
+            f"URL (expires in about an hour): {url}"
+            if url.startswith("http")
+            else "URL: (inline data; see the saved file)"
+        )
+    lines.append("Resources: " + ", ".join(resource_uri(p) for p in done.files))
+    if previews:
+        lines.append("A downscaled preview is attached; the full-size image is the saved file.")
+    if done.follow_up:
+        lines.append(done.follow_up)
+    return "\n".join(lines)
+
+
+def finished_structured(done: Finished) -> dict[str, object]:
+    return ImageResult(
+        status="succeeded",
+        prediction_id=done.prediction_id,
+        model=done.model,
+        urls=[u for u in done.urls if not u.startswith("data:")],
+        files=[str(p) for p in done.files],
+        resource_uris=[resource_uri(p) for p in done.files],
+        seed=done.seed,
+        timings=done.timings,
+    ).model_dump(mode="json")
+
+
+def _links(done: Finished) -> list[_sdk.ResourceLink]:
+    about = f"Full-size image of prediction {done.prediction_id}"
+    if done.prompt:
+        prompt = done.prompt if len(done.prompt) <= 200 else done.prompt[:199] + "…"
+        about += f": {prompt}"
+    return [
+        _sdk.resource_link(
+            resource_uri(path),
+            name=path.name,
+            mime_type=media_type(path),
+            size=path.stat().st_size,
+            description=about,
+        )
+        for path in done.files
+    ]
+
+
+async def finished_result(done: Finished, *, preview_side: int) -> _sdk.CallToolResult:
+    """Text, structured content and resource links; then previews in what is left of 1 MiB."""
+    structured = finished_structured(done)
+    links = _links(done)
+    want_previews = preview_side > 0
+    text = _sdk.text_content(finished_text(done, previews=len(done.files) if want_previews else 0))
+    bare = _sdk.tool_result([text, *links], structured)
+    if not want_previews:
+        return bare
+
+    # base64 turns 3 bytes into 4; each image block adds a few dozen bytes of JSON.
+    room = (RESULT_LIMIT - RESULT_MARGIN - _sdk.wire_size(bare)) * 3 // 4
+    per_image = min(DEFAULT_MAX_BYTES, room // max(1, len(done.files)) - 200)
+    if per_image < MIN_PREVIEW_BYTES:
+        logger.warning("no room left for a preview in the tool result; sending none")
+        return _without_preview_note(done, structured, links)
+    previews = await _previews(done.files, preview_side, per_image)
+    if not previews:
+        return _without_preview_note(done, structured, links)
+    images = [_sdk.image_content(p.data, p.mime_type) for p in previews]
+    text = _sdk.text_content(finished_text(done, previews=len(previews)))
+    result = _sdk.tool_result([text, *links, *images], structured)
+    if _sdk.wire_size(result) > RESULT_LIMIT - RESULT_MARGIN:  # cannot happen; never risk it
+        logger.warning("the result with previews would exceed 1 MiB; sending none")
+        return _without_preview_note(done, structured, links)
+    return result
+
+
+def _without_preview_note(
+    done: Finished, structured: dict[str, object], links: Sequence[_sdk.ResourceLink]
+) -> _sdk.CallToolResult:
+    return _sdk.tool_result(
+        [_sdk.text_content(finished_text(done, previews=0)), *links], structured
+    )
+
+
+async def _previews(files: Sequence[Path], side: int, max_bytes: int) -> list[Preview]:
+    previews = []
+    for path in files:
+        try:
+            preview = await anyio.to_thread.run_sync(
+                lambda p=path: make_preview(p, max_side=side, max_bytes=max_bytes)  # type: ignore[misc]
+            )
+        except PreviewError as exc:
+            logger.warning("no preview: %s", exc)
+            continue
+        previews.append(preview)
+    return previews
+
+
+def pending_result(
+    *,
+    prediction_id: str,
+    model: str,
+    status: str,
+    waited: float,
+    budget: float,
+    cancel_after: float,
+) -> _sdk.CallToolResult:
+    """The wait budget ran out: a normal result that says how to resume."""
+    step = (
+        f"Call get_prediction with prediction_id '{prediction_id}' to wait for it and get the "
+        "image (or cancel_prediction to stop it)."
+    )
+    text = (
+        f"The image is not ready yet: prediction {prediction_id} is still {status} after "
+        f"{waited:.0f} s (this server waits at most {budget:g} s per call, to stay within the "
+        f"client's time limit). It goes on running. {step} Unless it finishes, it is canceled "
+        f"{cancel_after / 60:.0f} minutes after it was created."
+    )
+    structured = ImageResult(
+        status=status, prediction_id=prediction_id, model=model, next_step=step
+    ).model_dump(mode="json")
+    return _sdk.tool_result([_sdk.text_content(text)], structured)
+
+
+def state_result(*, prediction_id: str, model: str, status: str, text: str) -> _sdk.CallToolResult:
+    structured = ImageResult(status=status, prediction_id=prediction_id, model=model).model_dump(
+        mode="json"
+    )
+    return _sdk.tool_result([_sdk.text_content(text)], structured)
