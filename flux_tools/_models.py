@@ -168,9 +168,8 @@ def edit_arguments(spec: ModelSpec) -> type[FluxInput]:
         raise ValueError(f"{spec.name} does not edit images")
     original = spec.input_model.model_fields[spec.edit_field]
     required: Any = (ImageSource, Field(description=original.description))
-    model: type[FluxInput] = create_model(
-        f"{spec.input_model.__name__}Edit",
-        __base__=spec.input_model,
-        **{spec.edit_field: required},
+    builder: Any = create_model  # its overloads cannot see that the result subclasses the base
+    model: type[FluxInput] = builder(
+        f"{spec.input_model.__name__}Edit", __base__=spec.input_model, **{spec.edit_field: required}
     )
     return model

@@ -65,7 +65,8 @@ def test_generate_json(emulator: Emulator, tmp_path: Path) -> None:
 def test_every_input_field_is_a_flag() -> None:
     parser, fields = build_parser("generate", "black-forest-labs/flux-pro")
     assert set(fields) == set(FluxProInput.model_fields) - {"prompt"}
-    help_text = parser._subparsers._group_actions[0].choices["generate"].format_help()  # type: ignore[union-attr]
+    commands = parser._subparsers._group_actions[0]  # type: ignore[union-attr]
+    help_text = commands.choices["generate"].format_help()  # type: ignore[index]
     for name, info in FluxProInput.model_fields.items():
         if name != "prompt":
             assert "--" + name.replace("_", "-") in help_text

@@ -19,7 +19,7 @@ from langchain_core.messages import AIMessage, ToolCall, ToolMessage
 from langchain_core.tools import ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from PIL import Image
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from flux_tools import FluxClient, FluxProInput, RetryPolicy
 from flux_tools.emulator import Emulator, Fault
@@ -80,7 +80,7 @@ def test_schema_is_derived_from_the_input_model() -> None:
     assert openai["parameters"]["required"] == FluxProInput.model_json_schema()["required"]
 
     call_schema = tool.tool_call_schema
-    assert not isinstance(call_schema, dict)
+    assert isinstance(call_schema, type) and issubclass(call_schema, BaseModel)
     props = call_schema.model_json_schema()["properties"]
     for name, prop in expected.items():
         for key in ("description", "default", "enum", "minimum", "maximum", "anyOf"):
@@ -123,7 +123,7 @@ def test_bad_configuration_is_refused_at_construction() -> None:
     with pytest.raises(ValidationError, match="timeout"):
         FluxImageTool(api_token="t", timeout=0)
     with pytest.raises(ValidationError, match="outputdir"):
-        FluxImageTool(api_token="t", outputdir="images")  # a typo is not silently ignored
+        FluxImageTool(api_token="t", outputdir="images")  # type: ignore[call-arg]  # a typo
     with pytest.raises(ValidationError, match="model must look like owner/name"):
         FluxImageTool(api_token="t", model="a/b/c")
 
@@ -507,7 +507,9 @@ async def test_abatch_of_many_calls_makes_one_prediction_each(
     tool = make_tool(emulator)
     count = 60
     threads_before = {t.ident for t in threading.enumerate()}
-    calls = [tool_call({"prompt": f"fox number {i}", "seed": i}, f"call_{i}") for i in range(count)]
+    calls: list[str | dict[str, Any] | ToolCall] = [
+        tool_call({"prompt": f"fox number {i}", "seed": i}, f"call_{i}") for i in range(count)
+    ]
     messages = await tool.abatch(calls, {"max_concurrency": 20})
     new_threads = {t.name for t in threading.enumerate() if t.ident not in threads_before}
 

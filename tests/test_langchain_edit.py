@@ -156,7 +156,9 @@ def test_agent_edits_the_image_it_just_generated(emulator: Emulator, tmp_path: P
         )
 
     def answer(messages: list[BaseMessage]) -> AIMessage:
-        return AIMessage(f"Done: {messages[-1].artifact['files'][0]}")
+        last = messages[-1]
+        assert isinstance(last, ToolMessage)
+        return AIMessage(f"Done: {last.artifact['files'][0]}")
 
     model = FunctionChatModel(turns=[ask_generate, ask_edit, answer]).bind_tools(
         list(tools.values())
@@ -180,4 +182,5 @@ def test_agent_edits_the_image_it_just_generated(emulator: Emulator, tmp_path: P
     )
     assert len(requests_to(emulator, "create")) == 2
     for tool in tools.values():
+        assert isinstance(tool, FluxImageTool | FluxImageEditTool)
         tool.close()

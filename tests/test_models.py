@@ -224,6 +224,7 @@ async def test_edit_with_each_kind_of_image_source(
             "saved_file": str(reference),
         }[source_kind]
         if source_kind == "saved_file":
+            assert isinstance(reference, Path)
             flux = make_flux(emulator, image_dirs=[reference.parent])
     edited = await flux("edit", source, "make the car gold")
     assert edited.model == "black-forest-labs/flux-kontext-pro"

@@ -111,7 +111,8 @@ def test_even_plan_spans_the_window_at_the_window_step() -> None:
 
 def _simulate(schedule: PollSchedule, plan: tuple[float, ...], duration: float) -> list[float]:
     """The poll times a prediction of ``duration`` seconds gets under ``plan``."""
-    polls, elapsed, previous = [], 0.0, None
+    polls: list[float] = []
+    elapsed, previous = 0.0, None
     while not polls or polls[-1] < duration:
         previous = schedule.next_delay(elapsed, previous, plan=plan)
         elapsed += previous
