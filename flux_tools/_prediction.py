@@ -204,8 +204,8 @@ class GenerationResult(BaseModel):
 
 
 def abbreviate(value: Any) -> Any:
-    """``data:image/png;base64,iVBO…`` with its length, for a long data URI; else the value."""
+    """A long data URI named by its header and length, without a byte of its payload:
+    ``data:image/png;base64 (123456 characters)``. Anything else as it is."""
     if isinstance(value, str) and value.startswith("data:") and len(value) > 80:
-        head = value[: value.find(",") + 9]
-        return f"{head}… ({len(value)} characters)"
+        return f"{value.split(',', 1)[0]} ({len(value)} characters)"
     return value

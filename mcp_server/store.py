@@ -17,6 +17,7 @@ from typing import Any
 
 from flux_tools import GenerationResult, __version__
 from flux_tools._files import MEDIA_TYPES
+from flux_tools._prediction import abbreviate
 
 logger = logging.getLogger("mcp_server")
 
@@ -70,7 +71,8 @@ class ImageStore:
             "model": result.model,
             "prompt": result.input.get("prompt"),
             "seed": result.seed,
-            "input": {key: _compact(value) for key, value in result.input.items()},
+            # An inline image (megabytes of base64) is named, not copied into the sidecar.
+            "input": {key: abbreviate(value) for key, value in result.input.items()},
             "image_sources": sources or None,
             "status": "succeeded",
             "created_at": _iso(prediction.created_at),
@@ -102,14 +104,6 @@ class ImageStore:
             return None
         path = self.directory / f"{stem}.{extension}"
         return path if path.is_file() else None
-
-
-def _compact(value: Any) -> Any:
-    """An inline image (megabytes of base64) is named, not copied into the sidecar."""
-    if isinstance(value, str) and value.startswith("data:") and len(value) > 200:
-        media = value[5:].split(";", 1)[0].split(",", 1)[0] or "data"
-        return f"(inline {media}, {len(value) * 3 // 4} bytes, not kept)"
-    return value
 
 
 def sidecar_of(image: Path) -> Path:

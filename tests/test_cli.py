@@ -151,7 +151,7 @@ def test_edit_a_file(emulator: Emulator, tmp_path: Path) -> None:
     (saved,) = result["files"]
     with Image.open(saved) as image:
         assert image.format == "PNG" and image.width > image.height  # 3:2 like the input
-    assert result["input"]["input_image"].startswith("data:image/jpeg;base64,")
+    assert result["input"]["input_image"].startswith("data:image/jpeg;base64 (")
 
 
 def test_edit_flags_follow_the_edit_model(emulator: Emulator, tmp_path: Path) -> None:

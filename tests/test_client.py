@@ -468,9 +468,7 @@ async def test_summary_never_carries_inline_bytes(
     )
     summary = result.summary()
     assert len(json.dumps(summary)) < 2000
-    assert (
-        summary["urls"][0].startswith("data:image/webp;base64,")
-        and "characters" in summary["urls"][0]
-    )
+    assert summary["urls"][0].startswith("data:image/webp;base64 (")
+    assert summary["urls"][0].endswith(" characters)") and "," not in summary["urls"][0]
     assert summary["input"]["image_prompt"].endswith("(5022 characters)")
     assert result.urls[0] == result.prediction.output  # the result itself keeps every byte
