@@ -7,7 +7,8 @@ heavy dependencies only when used: ``flux_tools.langchain``, ``flux_tools.emulat
 """
 
 from ._client import DEFAULT_BASE_URL, AsyncFluxClient, FluxClient
-from ._errors import (
+from ._downloads import DownloadError
+from ._exceptions import (
     AuthenticationError,
     ContentModerated,
     FluxAPIError,
@@ -18,11 +19,10 @@ from ._errors import (
     PredictionTimeout,
     RateLimitError,
 )
-from ._files import DownloadError
 from ._inputs import FluxInput, FluxProInput
-from ._models import DEFAULT_MODEL, MODELS, ModelSpec, model_spec
 from ._policy import TERMINAL_STATUSES, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction, Timings
+from ._registry import DEFAULT_MODEL, MODELS, ModelSpec, model_spec
 from ._version import __version__
 
 __all__ = [

@@ -1,7 +1,7 @@
 """``FluxClient`` and ``AsyncFluxClient``: the same methods, the same decisions, different I/O.
 
-Every decision lives in :mod:`flux_tools._flow`; the classes here only run its actions: send a
-request, sleep, report progress. ``tests/test_parity.py`` keeps their public APIs in step.
+Every decision lives in :mod:`flux_tools._protocol`; the classes here only run its actions: send a
+request, sleep, report progress. ``tests/core/test_parity.py`` keeps their public APIs in step.
 """
 
 from __future__ import annotations
@@ -18,8 +18,12 @@ from typing import Any, TypeVar
 import anyio
 import httpx2
 
-from ._errors import TOKEN_ENV_VARS
-from ._flow import (
+from ._exceptions import TOKEN_ENV_VARS
+from ._image_inputs import DEFAULT_MAX_IMAGE_BYTES, LocalImages, image_dirs_from_env
+from ._inputs import FluxInput
+from ._policy import PollSchedule, RetryPolicy
+from ._prediction import GenerationResult, Prediction
+from ._protocol import (
     CLEANUP_SECONDS,
     Action,
     Call,
@@ -31,11 +35,7 @@ from ._flow import (
     Sleep,
     origin,
 )
-from ._inputs import FluxInput
-from ._models import DEFAULT_EDIT_MODEL, DEFAULT_MODEL, normalize_model_name
-from ._policy import PollSchedule, RetryPolicy
-from ._prediction import GenerationResult, Prediction
-from ._sources import DEFAULT_MAX_IMAGE_BYTES, LocalImages, image_dirs_from_env
+from ._registry import DEFAULT_EDIT_MODEL, DEFAULT_MODEL, normalize_model_name
 from ._version import __version__
 
 T = TypeVar("T")

@@ -46,7 +46,7 @@ def check_image_source(value: str) -> str:
     """Accept what a caller may give for an image; the client turns it into an API form.
 
     URLs and data URIs pass through; a local path or a prediction id is resolved by the client
-    before sending (see ``flux_tools._sources``). Other schemes are refused here.
+    before sending (see ``flux_tools._image_inputs``). Other schemes are refused here.
     """
     value = value.strip()
     if not value:

@@ -164,7 +164,7 @@ class GenerationResult(BaseModel):
 
     def save(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
         """Download every output into ``directory`` (created if needed); return the paths."""
-        from ._files import save_outputs
+        from ._downloads import save_outputs
 
         self.files = save_outputs(
             self.urls,
@@ -178,7 +178,7 @@ class GenerationResult(BaseModel):
 
     async def asave(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
         """Async twin of :meth:`save`."""
-        from ._files import asave_outputs
+        from ._downloads import asave_outputs
 
         self.files = await asave_outputs(
             self.urls,

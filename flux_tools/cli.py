@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._errors import FluxError, FluxInputError
-from ._models import known_model
+from ._exceptions import FluxError, FluxInputError
 from ._prediction import Prediction
+from ._registry import known_model
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 _JSON_TYPES: dict[str, type] = {"integer": int, "number": float, "string": str}

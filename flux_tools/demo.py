@@ -24,7 +24,7 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
-from ._models import DEFAULT_MODEL
+from ._registry import DEFAULT_MODEL
 from .emulator import Emulator
 
 #: A generation long enough to show progress, short enough for a one-minute demo.

@@ -47,7 +47,8 @@ from ._client import (
     resolve_model,
     resolve_token,
 )
-from ._errors import (
+from ._downloads import DownloadError
+from ._exceptions import (
     TOKEN_ENV_VARS,
     AuthenticationError,
     ContentModerated,
@@ -60,9 +61,8 @@ from ._errors import (
     RateLimitError,
     redact,
 )
-from ._files import DownloadError
-from ._models import MODELS, edit_arguments, edit_spec, model_spec
 from ._prediction import GenerationResult, Prediction
+from ._registry import MODELS, edit_arguments, edit_spec, model_spec
 
 _image_block: Callable[..., Mapping[str, Any]] | None
 try:  # langchain-core >= 1.0: standard content blocks

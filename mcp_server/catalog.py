@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flux_tools._models import MODELS
+from flux_tools._registry import MODELS
 
 from . import _sdk
 

@@ -17,9 +17,9 @@ from typing import Literal
 
 from flux_tools import DEFAULT_MODEL, MODELS, __version__
 from flux_tools._client import resolve_base_url
-from flux_tools._errors import TOKEN_ENV_VARS
-from flux_tools._models import DEFAULT_EDIT_MODEL, ModelSpec, edit_spec, model_spec
-from flux_tools._sources import DEFAULT_MAX_IMAGE_BYTES, IMAGE_DIRS_ENV
+from flux_tools._exceptions import TOKEN_ENV_VARS
+from flux_tools._image_inputs import DEFAULT_MAX_IMAGE_BYTES, IMAGE_DIRS_ENV
+from flux_tools._registry import DEFAULT_EDIT_MODEL, ModelSpec, edit_spec, model_spec
 
 Transport = Literal["stdio", "streamable-http"]
 

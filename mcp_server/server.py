@@ -27,10 +27,10 @@ from flux_tools import (
     Timings,
     __version__,
 )
-from flux_tools._errors import TOKEN_ENV_VARS
-from flux_tools._files import DownloadError
+from flux_tools._downloads import DownloadError
+from flux_tools._exceptions import TOKEN_ENV_VARS
 from flux_tools._inputs import IMAGE_URI_PREFIXES, FluxInput
-from flux_tools._models import ModelSpec, edit_arguments, edit_spec, known_model, model_spec
+from flux_tools._registry import ModelSpec, edit_arguments, edit_spec, known_model, model_spec
 
 from . import _sdk
 from .catalog import ListModelsInput, ModelList, models_result
@@ -198,7 +198,7 @@ class FluxTools:
         await progress.say("sending the request")
         prediction = await self._create(payload, spec.name, image_dirs)
         logger.info("prediction %s created (%s)", prediction.id, prediction.status)
-        return await self._follow(prediction, progress, started, sources=_sources(payload))
+        return await self._follow(prediction, progress, started, sources=_image_inputs(payload))
 
     async def _image_dirs(self, call: _sdk.CallContext, payload: FluxInput) -> list[Path]:
         """The client's roots, when an image input is a local path or a prediction id.
@@ -408,7 +408,7 @@ def _edited(model: str, data: Any) -> bool:
     return bool(field and isinstance(data, dict) and data.get(field))
 
 
-def _sources(payload: FluxInput) -> dict[str, str]:
+def _image_inputs(payload: FluxInput) -> dict[str, str]:
     """The image inputs as the caller gave them (path, prediction id, URL): provenance.
 
     Inline data is left out: it can be megabytes, and the saved image's sidecar is for reading.

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from flux_tools import GenerationResult, __version__
-from flux_tools._files import MEDIA_TYPES
+from flux_tools._downloads import MEDIA_TYPES
 from flux_tools._prediction import abbreviate
 
 logger = logging.getLogger("mcp_server")

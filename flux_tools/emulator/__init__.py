@@ -1,6 +1,6 @@
 """An offline emulator of the Replicate predictions API, for tests, demos and benchmarks.
 
-It validates inputs with the same registry as the client (``flux_tools._models``), walks each
+It validates inputs with the same registry as the client (``flux_tools._registry``), walks each
 prediction through ``starting`` → ``processing`` → a terminal status on a clock, serves real
 (generated) images, and can be scripted to fail: server-wide with ``Fault`` objects, or per
 prediction with ``[emulator:...]`` markers in the prompt.

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from .._inputs import IMAGE_URI_PREFIXES
-from .._models import ModelSpec, model_spec
+from .._registry import ModelSpec, model_spec
 from . import _images
 from ._faults import Directives, Endpoint, Fault, FaultBook, parse_directives
 

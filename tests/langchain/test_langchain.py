@@ -25,9 +25,9 @@ from flux_tools import FluxClient, FluxProInput, RetryPolicy
 from flux_tools.emulator import Emulator, Fault
 from flux_tools.langchain import PROGRESS_EVENT, FluxImageTool
 
-from .conftest import requests_to
+from ..conftest import requests_to
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "sk-secret-0123456789abcdef"
 MakeEmulator = Callable[..., Emulator]
 MakeTool = Callable[..., FluxImageTool]

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from flux_tools import FluxInputError, FluxProInput
 
-SEED_PAGE = Path(__file__).parents[2] / "shared" / "seed" / "flux-pro-predictions.txt"
+SEED_PAGE = Path(__file__).parents[3] / "shared" / "seed" / "flux-pro-predictions.txt"
 
 
 def seed_example() -> dict[str, Any]:

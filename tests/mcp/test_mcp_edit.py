@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from flux_tools import MODELS
-from flux_tools._models import edit_arguments, known_model
+from flux_tools._registry import edit_arguments, known_model
 from flux_tools.emulator import Emulator
 
 from .mcp_helpers import (

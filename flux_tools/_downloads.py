@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import anyio
 import httpx2
 
-from ._errors import FluxError
+from ._exceptions import FluxError
 
 #: Largest output accepted. FLUX images are a few MB; anything far larger is not an image.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

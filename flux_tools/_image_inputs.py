@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ._errors import FluxInputError
-from ._files import MEDIA_TYPES, sniff_extension
+from ._downloads import MEDIA_TYPES, sniff_extension
+from ._exceptions import FluxInputError
 from ._inputs import PREDICTION_ID
 
 #: Largest local image sent inline. Replicate advises data URIs for small files; FLUX outputs

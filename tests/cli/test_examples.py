@@ -17,7 +17,7 @@ from PIL import Image
 
 from flux_tools.emulator import Emulator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(

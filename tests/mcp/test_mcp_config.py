@@ -144,7 +144,7 @@ def test_a_relative_output_dir_stops_the_server_with_a_clear_message(tmp_path: P
     assert not (tmp_path / "flux-images").exists()
 
 
-CONFIGS = Path(__file__).parent.parent / "examples" / "mcp_configs"
+CONFIGS = Path(__file__).parents[2] / "examples" / "mcp_configs"
 READ_BY_THE_SERVER = {
     "FLUX_API_TOKEN",
     "REPLICATE_API_TOKEN",
@@ -175,7 +175,7 @@ def test_example_client_configs_start_this_server(name: str) -> None:
 
 
 def test_the_offline_example_runs(tmp_path: Path) -> None:
-    example = Path(__file__).parent.parent / "examples" / "mcp_client.py"
+    example = Path(__file__).parents[2] / "examples" / "mcp_client.py"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLUX_", "REPLICATE_"))}
     done = subprocess.run(
         [sys.executable, str(example), "--keep", str(tmp_path / "out")],

@@ -33,7 +33,7 @@ from flux_tools import (
 )
 from flux_tools.emulator import Emulator, Fault
 
-from .conftest import Flux, requests_to
+from ..conftest import Flux, requests_to
 from .test_inputs import seed_example
 
 MakeEmulator = Callable[..., Emulator]

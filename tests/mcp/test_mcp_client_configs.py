@@ -23,7 +23,7 @@ from .mcp_helpers import CALL_TIMEOUT, dump, http_server, http_session, listenin
 
 pytestmark = pytest.mark.mcp
 
-CONFIGS = Path(__file__).resolve().parents[1] / "examples" / "mcp_configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "examples" / "mcp_configs"
 
 
 def server_entry(name: str) -> dict[str, Any]:

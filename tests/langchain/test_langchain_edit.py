@@ -20,7 +20,7 @@ from flux_tools import FluxClient
 from flux_tools.emulator import Emulator
 from flux_tools.langchain import FluxImageEditTool, FluxImageTool, FluxToolkit
 
-from .conftest import requests_to
+from ..conftest import requests_to
 
 
 def edit_call(args: dict[str, Any]) -> ToolCall:

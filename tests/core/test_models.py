@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from flux_tools import MODELS, FluxClient, FluxInputError, model_spec
 from flux_tools.emulator import Emulator
 
-from .conftest import Flux, requests_to
+from ..conftest import Flux, requests_to
 
 MakeFlux = Callable[..., Flux]
 

@@ -17,7 +17,7 @@ from flux_tools import FluxProInput
 from flux_tools.cli import build_parser
 from flux_tools.emulator import Emulator
 
-from .conftest import requests_to
+from ..conftest import requests_to
 
 
 def run(

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx2
 from pydantic import BaseModel, ValidationError
 
-from ._errors import (
+from ._exceptions import (
     FluxAPIError,
     FluxConnectionError,
     FluxError,
@@ -28,11 +28,11 @@ from ._errors import (
     PredictionTimeout,
     api_error,
 )
+from ._image_inputs import LocalImages
 from ._inputs import IMAGE_URI_PREFIXES, FluxInput
-from ._models import ModelSpec, edit_spec, model_spec, normalize_model_name
 from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
-from ._sources import LocalImages
+from ._registry import ModelSpec, edit_spec, model_spec, normalize_model_name
 
 T = TypeVar("T")
 
