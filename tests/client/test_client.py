@@ -34,7 +34,7 @@ from flux_tools import (
 from flux_tools.emulator import Emulator, Fault
 
 from ..conftest import Flux, requests_to
-from .test_inputs import seed_example
+from ..core.test_inputs import seed_example
 
 MakeEmulator = Callable[..., Emulator]
 MakeFlux = Callable[..., Flux]
