@@ -7,7 +7,8 @@
   which every process on a Linux machine shares), and when it was created.
 - ``{"op": "requests", "ids": [...]}``: API requests (creates excluded, files excluded) naming
   each prediction.
-- ``{"op": "totals"}``: request counts by endpoint since the last reset.
+- ``{"op": "totals"}``: request counts by endpoint since the last reset (429s included).
+- ``{"op": "inputs"}``: how many predictions are stored, and how many distinct inputs.
 - ``{"op": "reset"}``: forget the counters.
 
 It stops at end of input.
@@ -54,8 +55,16 @@ def main() -> None:
                     "gets": stats.gets,
                     "cancels": stats.cancels,
                     "files": stats.files,
+                    "lists": stats.lists,
+                    "throttled": stats.throttled,
                     "predictions": stats.predictions_created,
                 }
+            elif op == "inputs":  # how many predictions, and how many distinct inputs
+                inputs = [
+                    json.dumps(p.input, sort_keys=True) for p in emulator.predictions.values()
+                ]
+                answer = {"predictions": len(inputs), "distinct": len(set(inputs))}
+
             elif op == "reset":
                 emulator.reset_stats()
                 answer = {}

@@ -1,13 +1,17 @@
-"""A LangChain agent loop that generates an image, offline.
+"""A LangChain agent (``langchain.agents.create_agent``) that generates an image, offline.
 
 The chat model is scripted (``langchain_core``'s fake chat model: it asks for one image, then
-answers); the tool runs for real against the emulator. Run it with
-``python examples/langchain_agent.py [output-dir]``: no API key, no network.
+answers); the agent and the tool run for real, the tool against the emulator. Run it with
+``python examples/langchain_agent.py [output-dir]``: no API key, no network. Needs
+``pip install langchain "flux-tools[langchain,emulator]"``.
 
 With a real model and token, drop the emulator and the scripted model:
 
+    from langchain.agents import create_agent
+
     tool = FluxImageTool(output_dir="images")   # FLUX_API_TOKEN or REPLICATE_API_TOKEN
-    model = ChatAnthropic(model="...").bind_tools([tool])
+    agent = create_agent("anthropic:claude-sonnet-4-5", [tool])
+    agent.invoke({"messages": [HumanMessage("Draw a giant cake.")]})
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models import LanguageModelInput
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig
+from langchain_core.runnables.config import merge_configs
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import SecretStr
@@ -44,23 +50,29 @@ class ScriptedChatModel(GenericFakeChatModel):
 
 
 def run_agent(
-    model: Runnable[LanguageModelInput, AIMessage],
+    model: BaseChatModel | Runnable[LanguageModelInput, AIMessage],
     tools: Sequence[BaseTool],
     question: str,
     max_turns: int = 5,
 ) -> list[BaseMessage]:
-    """The smallest agent: call the model, run the tools it asks for, repeat until it answers."""
-    by_name = {tool.name: tool for tool in tools}
-    messages: list[BaseMessage] = [HumanMessage(question)]
-    for _ in range(max_turns):
-        reply = model.invoke(messages)
-        messages.append(reply)
-        if not reply.tool_calls:
-            return messages
-        for call in reply.tool_calls:
-            # Invoked with the tool call itself, a tool returns a ToolMessage (with its artifact).
-            messages.append(by_name[call["name"]].invoke(call))
-    raise RuntimeError(f"no answer after {max_turns} turns")
+    """Ask ``question`` to an agent made by ``create_agent``; return the whole conversation.
+
+    ``model`` is a chat model, or one already configured (``model.with_config(callbacks=...)``,
+    ``model.bind_tools(...)``): the agent binds the tools itself, and the configuration applies
+    to the whole run.
+    """
+    config: RunnableConfig = {}
+    while isinstance(model, RunnableBinding):
+        config = merge_configs(model.config, config)
+        model = model.bound
+    if not isinstance(model, BaseChatModel):
+        raise TypeError(f"run_agent needs a chat model, got {type(model).__name__}")
+    agent = create_agent(model, list(tools))
+    # Each turn is a model step and a tools step.
+    config["recursion_limit"] = 2 * max_turns + 1
+    state = agent.invoke({"messages": [HumanMessage(question)]}, config)
+    messages: list[BaseMessage] = state["messages"]
+    return messages
 
 
 def main(out_dir: str = "flux-images") -> Path:
@@ -87,15 +99,14 @@ def main(out_dir: str = "flux-images") -> Path:
             ]
         )
     )
-    with Emulator(latency=1.0) as emulator:
-        # A placeholder token: a real one from the environment has no business here.
-        tool = FluxImageTool(
+    # A placeholder token: a real one from the environment has no business here.
+    with (
+        Emulator(latency=1.0) as emulator,
+        FluxImageTool(
             base_url=emulator.base_url, api_token=SecretStr("offline"), output_dir=Path(out_dir)
-        )
-        try:
-            messages = run_agent(scripted.bind_tools([tool]), [tool], "Draw a giant cake.")
-        finally:
-            tool.close()
+        ) as tool,
+    ):
+        messages = run_agent(scripted, [tool], "Draw a giant cake.")
     result = next(m for m in messages if isinstance(m, ToolMessage))
     if result.status == "error":
         raise SystemExit(f"the tool failed: {result.content}")

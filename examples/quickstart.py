@@ -14,7 +14,10 @@ from flux_tools.emulator import Emulator
 
 
 def main(out_dir: str = "flux-images") -> Path:
-    with Emulator(latency=1.0) as emulator, FluxClient(base_url=emulator.base_url) as client:
+    with (
+        Emulator(latency=1.0) as emulator,
+        FluxClient("any-token", base_url=emulator.base_url) as client,
+    ):
         print(f"emulator: {emulator.base_url}", file=sys.stderr)
         result = client.generate(
             prompt="The world's largest black forest cake, the size of a building",
@@ -22,7 +25,7 @@ def main(out_dir: str = "flux-images") -> Path:
             seed=42,
             on_progress=lambda p: print(f"  status: {p.status}", file=sys.stderr),
         )
-        (path,) = result.save(Path(out_dir).resolve())
+        (path,) = client.save(result, Path(out_dir).resolve())
     print(f"prediction {result.prediction_id} ({result.model}, seed {result.seed})")
     print(f"url:  {result.urls[0]}")
     print(f"file: {path}")

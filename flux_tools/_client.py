@@ -6,25 +6,32 @@ request, sleep, report progress. ``tests/core/test_parity.py`` keeps their publi
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-import os
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 import anyio
+import anyio.lowlevel
 import httpx2
+import sniffio
+from typing_extensions import Unpack
 
-from ._exceptions import TOKEN_ENV_VARS
-from ._image_inputs import DEFAULT_MAX_IMAGE_BYTES, LocalImages, image_dirs_from_env
+from ._downloads import DownloadPolicy, asave_outputs, save_outputs
+from ._exceptions import DownloadError, FluxError
+from ._image_inputs import LocalImages
 from ._inputs import FluxInput
-from ._policy import PollSchedule, RetryPolicy
+from ._limits import RateLimiter, RateLimits, Spending
+from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
+from ._pricing import Budget, PriceTable
 from ._protocol import (
     CLEANUP_SECONDS,
+    MAX_REPLY_BYTES,
     Action,
     Call,
     Flow,
@@ -32,20 +39,32 @@ from ._protocol import (
     Outcome,
     PredictionFlows,
     Reply,
+    Running,
     Sleep,
     origin,
 )
-from ._registry import DEFAULT_EDIT_MODEL, DEFAULT_MODEL, normalize_model_name
+from ._settings import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, Settings
 from ._version import __version__
 
 T = TypeVar("T")
 logger = logging.getLogger("flux_tools")
 
-DEFAULT_BASE_URL = "https://api.replicate.com/v1"
-#: Overall deadline of a wait or a generation, in seconds.
-DEFAULT_TIMEOUT = 300.0
 ProgressCallback = Callable[[Prediction], Any]
 """Called with each state seen while waiting; may be a coroutine function in the async client."""
+
+
+class ClientOptions(TypedDict, total=False):
+    """Settings a client takes as keywords, over those of ``settings=`` (or the environment)."""
+
+    base_url: str | None
+    model: str | None
+    edit_model: str | None
+    timeout: float
+    sync_wait: int
+    connect_timeout: float
+    read_timeout: float
+    image_dirs: Sequence[str | Path]
+    max_image_bytes: int
 
 
 class BearerAuth(httpx2.Auth):
@@ -66,96 +85,77 @@ class BearerAuth(httpx2.Auth):
         return f"BearerAuth(token={'set' if self._token else 'unset'})"
 
 
-def resolve_token(api_token: str | None) -> str | None:
-    if api_token:
-        return api_token
-    for name in TOKEN_ENV_VARS:
-        if os.environ.get(name):
-            return os.environ[name]
-    return None
-
-
-def resolve_model(model: str | None) -> str:
-    return normalize_model_name(model or os.environ.get("FLUX_MODEL") or DEFAULT_MODEL)
-
-
-def resolve_edit_model(model: str | None) -> str:
-    return normalize_model_name(model or os.environ.get("FLUX_EDIT_MODEL") or DEFAULT_EDIT_MODEL)
-
-
-def resolve_base_url(base_url: str | None) -> str:
-    # REPLICATE_BASE_URL is honoured too: it is what the official client reads, and ignoring it
-    # would send a gateway's key to api.replicate.com.
-    url = base_url or os.environ.get("FLUX_BASE_URL") or os.environ.get("REPLICATE_BASE_URL")
-    url = (url or DEFAULT_BASE_URL).strip().rstrip("/")
-    parsed = httpx2.URL(url)
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise ValueError(f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {url!r}")
-    return url
-
-
 class _ClientConfig:
-    """Configuration shared by both clients; the token is kept out of every repr."""
+    """What both clients share: the settings, the flows, the auth. The token is in no repr."""
 
     def __init__(
         self,
-        *,
         api_token: str | None,
-        base_url: str | None,
-        model: str | None,
-        edit_model: str | None,
-        timeout: float,
-        sync_wait: int,
-        connect_timeout: float,
-        read_timeout: float,
+        settings: Settings | None,
         retry: RetryPolicy | None,
         poll: PollSchedule | None,
-        image_dirs: Sequence[str | Path],
-        max_image_bytes: int,
+        options: ClientOptions,
+        spending: Spending | None = None,
     ) -> None:
-        self._token = resolve_token(api_token)
-        self.base_url = resolve_base_url(base_url)
+        chosen: dict[str, Any] = {"api_token": api_token, **options}
+        if settings is None:
+            settings = Settings.from_env(**chosen)
+        else:
+            settings = settings.with_options(**chosen)
+        self.settings = settings
+        self.base_url = settings.base_url
         # Local images are read only from these folders (and per-call extra ones).
-        self.images = LocalImages([*image_dirs, *image_dirs_from_env()], max_image_bytes)
+        self.images = LocalImages(settings.image_dirs, settings.max_image_bytes)
         self._flows = PredictionFlows(
             base_url=self.base_url,
-            model=resolve_model(model),
-            edit_model=resolve_edit_model(edit_model),
-            timeout=timeout,
-            sync_wait=sync_wait,
+            model=settings.model,
+            edit_model=settings.edit_model,
+            timeout=settings.timeout,
+            sync_wait=settings.sync_wait,
             retry=retry or RetryPolicy(),
             schedule=poll or PollSchedule(),
-            secrets=(self._token,),
+            secrets=(settings.token,),
+            **(spending or Spending()).resolve(settings),
         )
+        self.limiter, self.budget = self._flows.limiter, self._flows.budget
         self.model = self._flows.model
         self.edit_model = self._flows.edit_model
-        self.timeout = timeout
-        self._auth = BearerAuth(self._token, origin(self.base_url))
-        self._connect_timeout, self._read_timeout = connect_timeout, read_timeout
+        self.timeout = settings.timeout
+        self._auth = BearerAuth(settings.token, origin(self.base_url))
+        # Downloads may reach local or private addresses only when the API itself is on one.
+        self._downloads = DownloadPolicy.for_api(self.base_url)
         self._headers = {"User-Agent": f"flux-tools/{__version__}", "Accept": "application/json"}
 
     @property
     def has_token(self) -> bool:
-        return bool(self._token)
+        return self.settings.has_token
 
     def __repr__(self) -> str:
-        token = "set" if self._token else "unset"
+        token = "set" if self.has_token else "unset"
         name = type(self).__name__
         return f"{name}(base_url={self.base_url!r}, model={self.model!r}, token={token})"
 
     def _request_for(self, http: httpx2.Client | httpx2.AsyncClient, call: Call) -> httpx2.Request:
-        read = self._read_timeout if call.read_timeout is None else call.read_timeout
-        timeout = httpx2.Timeout(read, connect=self._connect_timeout)
+        read = self.settings.read_timeout if call.read_timeout is None else call.read_timeout
+        connect = self.settings.connect_timeout
+        if call.time_left is not None:  # no single read may outlast the exchange's deadline
+            read, connect = min(read, call.time_left), min(connect, call.time_left)
         return http.build_request(
             call.method,
             call.url,
             json=call.json,
             headers={**self._headers, **call.headers},
-            timeout=timeout,
+            timeout=httpx2.Timeout(read, connect=connect),
         )
 
+    def _result(self, result: GenerationResult) -> GenerationResult:
+        # Plain data: where the result came from, so that result.save() can open a client of
+        # its own that trusts the same addresses.
+        result._api_base = self.base_url
+        return result
+
     @staticmethod
-    def _reply(response: httpx2.Response, started: float) -> Reply:
+    def _log(response: httpx2.Response, started: float) -> None:
         logger.debug(
             "%s %s -> %s in %.3f s",
             response.request.method,
@@ -163,48 +163,47 @@ class _ClientConfig:
             response.status_code,
             time.monotonic() - started,
         )
-        return Reply(response.status_code, response.headers, response.content)
+
+    @staticmethod
+    def _save_failed(result: GenerationResult, directory: Path, exc: OSError) -> DownloadError:
+        where = ", ".join(u for u in result.urls if not u.startswith("data:")) or "inline data"
+        error = DownloadError(
+            f"Prediction {result.prediction_id} succeeded, but its image could not be saved to "
+            f"{directory}: {exc.strerror or exc}. The image is still at {where} (for about an "
+            "hour): save it again to a folder that can be written.",
+            prediction_id=result.prediction_id,
+        )
+        error.urls = tuple(result.urls)
+        return error
 
 
 class FluxClient(_ClientConfig):
     """Blocking client of a Replicate-compatible predictions API.
 
+    Settings come from ``settings=`` (default: :meth:`Settings.from_env`), with the keyword
+    options (:class:`ClientOptions`) on top.
+
     >>> with FluxClient() as client:                       # doctest: +SKIP
     ...     result = client.generate(prompt="a black forest cake")
-    ...     result.save("images")
+    ...     client.save(result, "images")
     """
 
     def __init__(
         self,
         api_token: str | None = None,
         *,
-        base_url: str | None = None,
-        model: str | None = None,
-        edit_model: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        sync_wait: int = 60,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 30.0,
+        settings: Settings | None = None,
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
-        image_dirs: Sequence[str | Path] = (),
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         http_client: httpx2.Client | None = None,
+        limiter: RateLimiter | RateLimits | None = None,
+        budget: Budget | float | None = None,
+        prices: PriceTable | None = None,
+        durations: DurationStats | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(
-            api_token=api_token,
-            base_url=base_url,
-            model=model,
-            edit_model=edit_model,
-            timeout=timeout,
-            sync_wait=sync_wait,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retry=retry,
-            poll=poll,
-            image_dirs=image_dirs,
-            max_image_bytes=max_image_bytes,
-        )
+        spending = Spending(limiter, budget, prices, durations)
+        super().__init__(api_token, settings, retry, poll, options, spending)
         self._owns_http = http_client is None
         self._http = http_client or httpx2.Client()
 
@@ -228,9 +227,12 @@ class FluxClient(_ClientConfig):
 
     def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
-            started = time.monotonic()
-            response = self._http.send(self._request_for(self._http, action), auth=self._auth)
-            return self._reply(response, started)
+            delay, call = self._flows.slot(action)  # the account's budgets, shared
+            if delay > 0:
+                time.sleep(delay)
+            reply = self._send(call)
+            self._flows.replied(call, reply)
+            return reply
         if isinstance(action, Sleep):
             time.sleep(action.seconds)
         elif isinstance(action, LoadImage):
@@ -238,6 +240,25 @@ class FluxClient(_ClientConfig):
         elif on_progress is not None:
             on_progress(action.prediction)
         return None
+
+    def _send(self, call: Call) -> Reply:
+        """One exchange, its body read in chunks up to a cap and within ``call.time_left``."""
+        started = time.monotonic()
+        ends = None if call.time_left is None else started + call.time_left
+        request = self._request_for(self._http, call)
+        response = self._http.send(request, auth=self._auth, stream=True)
+        try:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_REPLY_BYTES:
+                    return Reply(response.status_code, response.headers, b"", too_large=True)
+                if ends is not None and time.monotonic() > ends:
+                    raise httpx2.ReadTimeout("the answer outlasted the deadline", request=request)
+        finally:
+            response.close()
+        self._log(response, started)
+        return Reply(response.status_code, response.headers, bytes(body))
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -251,7 +272,8 @@ class FluxClient(_ClientConfig):
         image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> Prediction:
-        """Start a prediction and return it at once (or after ``sync_wait`` seconds at most)."""
+        """Start a prediction and return it at once (or after ``sync_wait`` seconds at most,
+        1-60)."""
         flow = self._flows.create(
             input,
             fields,
@@ -265,6 +287,15 @@ class FluxClient(_ClientConfig):
     def get(self, prediction_id: str) -> Prediction:
         return self._run(self._flows.get(prediction_id))
 
+    def model_schema(
+        self, model: str | None = None, *, refresh: bool = False
+    ) -> type[FluxInput] | None:
+        """The input model ``model`` (default: the client's) is validated with: the schema the
+        API publishes (``GET {base}/models/{owner}/{name}``, fetched once and cached), else the
+        package's snapshot; None for a model neither describes. Its ``model_json_schema()`` is
+        a tool schema; ``schema_source`` says ``live`` or ``snapshot``."""
+        return self._run(self._flows.model_schema(model, refresh=refresh))
+
     def cancel(self, prediction_id: str) -> Prediction:
         return self._run(self._flows.cancel(prediction_id))
 
@@ -276,8 +307,12 @@ class FluxClient(_ClientConfig):
         cancel_on_timeout: bool = True,
         on_progress: ProgressCallback | None = None,
     ) -> Prediction:
-        """Wait until the prediction is over (any outcome) and return its final state."""
-        flow = self._flows.wait(prediction, timeout=timeout, cancel_on_timeout=cancel_on_timeout)
+        """Wait until the prediction is over (any outcome) and return its final state.
+
+        ``cancel_on_timeout=True``: you own the prediction; at the deadline, or when
+        interrupted, it is canceled upstream. False: you only watch it; it is never canceled.
+        """
+        flow = self._flows.wait(prediction, timeout=timeout, owned=cancel_on_timeout)
         return self._run(flow, on_progress)
 
     def generate(
@@ -293,11 +328,11 @@ class FluxClient(_ClientConfig):
         """Generate and wait: returns the output URLs, or raises a :class:`FluxError`."""
         images = self.images.with_dirs(image_dirs)
         flow = self._flows.generate(input, fields, model=model, timeout=timeout, images=images)
-        return self._bind(self._run(flow, on_progress))
+        return self._result(self._run(flow, on_progress))
 
     def edit(
         self,
-        image: str | Path,
+        image: str | Path | Sequence[str | Path],
         prompt: str,
         *,
         model: str | None = None,
@@ -306,23 +341,90 @@ class FluxClient(_ClientConfig):
         image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> GenerationResult:
-        """Edit an image (URL, data URI, local path or prediction id) as ``prompt`` says,
+        """Edit an image (URL, data URI, local path or prediction id), or compose from several
+        (a list, for models that take reference images), as ``prompt`` says,
         with the edit model (``flux-kontext-pro`` unless ``edit_model``/``model`` say otherwise)."""
         images = self.images.with_dirs(image_dirs)
-        flow = self._flows.edit(
-            str(image), prompt, fields, model=model, timeout=timeout, images=images
+        flow = self._flows.edit(image, prompt, fields, model=model, timeout=timeout, images=images)
+        return self._result(self._run(flow, on_progress))
+
+    def run(
+        self,
+        input: FluxInput | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        budget: float | None = None,
+        timeout: float | None = None,
+        sync_wait: int | None = None,
+        cancel_after: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        **fields: Any,
+    ) -> GenerationResult | Running:
+        """Create and wait up to ``budget`` seconds: the result, or :class:`Running` (the
+        prediction goes on, not canceled; :meth:`follow` it later by its id). This caller owns
+        the prediction: an interrupt, or the hard ``timeout``, cancels it upstream."""
+        flow = self._flows.run(
+            input,
+            fields,
+            model=model,
+            timeout=timeout,
+            budget=budget,
+            sync_wait=sync_wait,
+            cancel_after=cancel_after,
+            images=self.images.with_dirs(image_dirs),
         )
-        return self._bind(self._run(flow, on_progress))
+        outcome = self._run(flow, on_progress)
+        return self._result(outcome) if isinstance(outcome, GenerationResult) else outcome
+
+    def follow(
+        self,
+        prediction: Prediction | str,
+        *,
+        budget: float | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult | Running:
+        """Watch a prediction (never canceled from here) up to ``budget`` seconds: the result
+        once it succeeded, or :class:`Running`; raises if it failed."""
+        outcome = self._run(
+            self._flows.follow(prediction, budget=budget, timeout=timeout), on_progress
+        )
+        return self._result(outcome) if isinstance(outcome, GenerationResult) else outcome
 
     def result(self, prediction: Prediction) -> GenerationResult:
         """The result of a finished prediction (raises if it did not succeed)."""
-        return self._bind(self._flows.result(prediction, prediction.model or self.model))
+        return self._result(self._flows.result(prediction, prediction.model or self.model))
 
-    def _bind(self, result: GenerationResult) -> GenerationResult:
-        result._http, result._auth = self._http, self._auth
-        return result
+    def save(
+        self, result: GenerationResult, directory: str | Path, *, max_bytes: int | None = None
+    ) -> list[Path]:
+        """Download every output of ``result`` into ``directory`` (created if needed); return
+        the paths, also set as ``result.files``. Raises :class:`DownloadError` (its message
+        says where the image still is) when it cannot."""
+        folder = Path(directory)
+        try:
+            files = save_outputs(
+                result.urls,
+                folder,
+                stem=result.prediction_id,
+                http=self._http,
+                auth=self._auth,
+                max_bytes=max_bytes,
+                policy=self._downloads,
+                prediction_id=result.prediction_id,
+            )
+        except DownloadError as exc:
+            exc.prediction_id = exc.prediction_id or result.prediction_id
+            exc.urls = exc.urls or tuple(result.urls)
+            raise
+        except OSError as exc:
+            raise self._save_failed(result, folder, exc) from None
+        result.files = files
+        return files
 
     def close(self) -> None:
+        self._flows.durations.flush()
         if self._owns_http:
             self._http.close()
 
@@ -345,33 +447,18 @@ class AsyncFluxClient(_ClientConfig):
         self,
         api_token: str | None = None,
         *,
-        base_url: str | None = None,
-        model: str | None = None,
-        edit_model: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        sync_wait: int = 60,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 30.0,
+        settings: Settings | None = None,
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
-        image_dirs: Sequence[str | Path] = (),
-        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
         http_client: httpx2.AsyncClient | None = None,
+        limiter: RateLimiter | RateLimits | None = None,
+        budget: Budget | float | None = None,
+        prices: PriceTable | None = None,
+        durations: DurationStats | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(
-            api_token=api_token,
-            base_url=base_url,
-            model=model,
-            edit_model=edit_model,
-            timeout=timeout,
-            sync_wait=sync_wait,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            retry=retry,
-            poll=poll,
-            image_dirs=image_dirs,
-            max_image_bytes=max_image_bytes,
-        )
+        spending = Spending(limiter, budget, prices, durations)
+        super().__init__(api_token, settings, retry, poll, options, spending)
         self._owns_http = http_client is None
         # Many predictions in flight must not queue for pooled connections (held Prefer: wait
         # creates would starve the polls), but few idle ones are kept: the pool scans them on
@@ -386,6 +473,7 @@ class AsyncFluxClient(_ClientConfig):
     async def _run(self, flow: Flow[T], on_progress: ProgressCallback | None = None) -> T:
         outcome: Outcome = None
         interrupt: BaseException | None = None
+        deferred: BaseException | None = None
         cleaning_up = False
         while True:
             try:
@@ -393,6 +481,11 @@ class AsyncFluxClient(_ClientConfig):
             except StopIteration as stop:
                 return stop.value  # type: ignore[no-any-return]
             outcome, interrupt = None, None
+            if deferred is not None:
+                # Cancelled while a create was in flight: its answer (and so the prediction's
+                # id) went to the flow first; now the flow gets the cancellation, and cancels.
+                interrupt, deferred, cleaning_up = deferred, None, True
+                continue
             try:
                 if cleaning_up:
                     # After a cancellation, the flow's last requests (cancel upstream) must run
@@ -402,6 +495,8 @@ class AsyncFluxClient(_ClientConfig):
                         outcome = await self._do(action, on_progress)
                     if scope.cancelled_caught:
                         outcome = httpx2.TimeoutException("cleanup deadline passed")
+                elif isinstance(action, Call) and action.kind == "create":
+                    outcome, deferred = await self._create_shielded(action)
                 else:
                     outcome = await self._do(action, on_progress)
             except httpx2.TransportError as exc:
@@ -410,12 +505,44 @@ class AsyncFluxClient(_ClientConfig):
                 interrupt = exc
                 cleaning_up = cleaning_up or not isinstance(exc, Exception)
 
+    async def _create_shielded(self, call: Call) -> tuple[Outcome, BaseException | None]:
+        """Send a create that no cancellation may cut off halfway: that would leave a billing
+        prediction whose id we never saw. Its own timeouts bound it. A cancellation that came
+        meanwhile (an anyio cancel scope's, or asyncio's ``Task.cancel()``) is returned, to be
+        delivered once the flow knows the prediction (and so can cancel it)."""
+        deferred: BaseException | None = None
+
+        async def send() -> Outcome:
+            try:
+                return await self._do(call, None)
+            except httpx2.TransportError as exc:
+                return exc
+
+        with anyio.CancelScope(shield=True):
+            if sniffio.current_async_library() == "asyncio":
+                inner = asyncio.ensure_future(send())
+                while True:
+                    try:
+                        outcome = await asyncio.shield(inner)
+                        break
+                    except asyncio.CancelledError as exc:  # Task.cancel(): the create goes on
+                        deferred = exc
+            else:
+                outcome = await send()
+        try:
+            await anyio.lowlevel.checkpoint()
+        except BaseException as exc:  # a cancel scope's cancellation, held by the shield
+            deferred = deferred or exc
+        return outcome, deferred
+
     async def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
-            started = time.monotonic()
-            request = self._request_for(self._http, action)
-            response = await self._http.send(request, auth=self._auth)
-            return self._reply(response, started)
+            delay, call = self._flows.slot(action)  # the account's budgets, shared
+            if delay > 0:
+                await anyio.sleep(delay)
+            reply = await self._send(call)
+            self._flows.replied(call, reply)
+            return reply
         if isinstance(action, Sleep):
             await anyio.sleep(action.seconds)
         elif isinstance(action, LoadImage):  # file reads off the event loop
@@ -425,6 +552,28 @@ class AsyncFluxClient(_ClientConfig):
             if inspect.isawaitable(maybe):
                 await maybe
         return None
+
+    async def _send(self, call: Call) -> Reply:
+        """One exchange, its body read in chunks up to a cap and within ``call.time_left``."""
+        started = time.monotonic()
+        request = self._request_for(self._http, call)
+        try:
+            with anyio.fail_after(call.time_left):
+                response = await self._http.send(request, auth=self._auth, stream=True)
+                try:
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > MAX_REPLY_BYTES:
+                            return Reply(
+                                response.status_code, response.headers, b"", too_large=True
+                            )
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx2.ReadTimeout("the answer outlasted the deadline", request=request) from None
+        self._log(response, started)
+        return Reply(response.status_code, response.headers, bytes(body))
 
     # -- the API ----------------------------------------------------------------------------
 
@@ -438,7 +587,8 @@ class AsyncFluxClient(_ClientConfig):
         image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> Prediction:
-        """Start a prediction and return it at once (or after ``sync_wait`` seconds at most)."""
+        """Start a prediction and return it at once (or after ``sync_wait`` seconds at most,
+        1-60)."""
         flow = self._flows.create(
             input,
             fields,
@@ -452,6 +602,15 @@ class AsyncFluxClient(_ClientConfig):
     async def get(self, prediction_id: str) -> Prediction:
         return await self._run(self._flows.get(prediction_id))
 
+    async def model_schema(
+        self, model: str | None = None, *, refresh: bool = False
+    ) -> type[FluxInput] | None:
+        """The input model ``model`` (default: the client's) is validated with: the schema the
+        API publishes (``GET {base}/models/{owner}/{name}``, fetched once and cached), else the
+        package's snapshot; None for a model neither describes. Its ``model_json_schema()`` is
+        a tool schema; ``schema_source`` says ``live`` or ``snapshot``."""
+        return await self._run(self._flows.model_schema(model, refresh=refresh))
+
     async def cancel(self, prediction_id: str) -> Prediction:
         return await self._run(self._flows.cancel(prediction_id))
 
@@ -463,8 +622,12 @@ class AsyncFluxClient(_ClientConfig):
         cancel_on_timeout: bool = True,
         on_progress: ProgressCallback | None = None,
     ) -> Prediction:
-        """Wait until the prediction is over (any outcome) and return its final state."""
-        flow = self._flows.wait(prediction, timeout=timeout, cancel_on_timeout=cancel_on_timeout)
+        """Wait until the prediction is over (any outcome) and return its final state.
+
+        ``cancel_on_timeout=True``: you own the prediction; at the deadline, or when
+        interrupted, it is canceled upstream. False: you only watch it; it is never canceled.
+        """
+        flow = self._flows.wait(prediction, timeout=timeout, owned=cancel_on_timeout)
         return await self._run(flow, on_progress)
 
     async def generate(
@@ -480,11 +643,11 @@ class AsyncFluxClient(_ClientConfig):
         """Generate and wait: returns the output URLs, or raises a :class:`FluxError`."""
         images = self.images.with_dirs(image_dirs)
         flow = self._flows.generate(input, fields, model=model, timeout=timeout, images=images)
-        return self._bind(await self._run(flow, on_progress))
+        return self._result(await self._run(flow, on_progress))
 
     async def edit(
         self,
-        image: str | Path,
+        image: str | Path | Sequence[str | Path],
         prompt: str,
         *,
         model: str | None = None,
@@ -493,23 +656,90 @@ class AsyncFluxClient(_ClientConfig):
         image_dirs: Sequence[str | Path] = (),
         **fields: Any,
     ) -> GenerationResult:
-        """Edit an image (URL, data URI, local path or prediction id) as ``prompt`` says,
+        """Edit an image (URL, data URI, local path or prediction id), or compose from several
+        (a list, for models that take reference images), as ``prompt`` says,
         with the edit model (``flux-kontext-pro`` unless ``edit_model``/``model`` say otherwise)."""
         images = self.images.with_dirs(image_dirs)
-        flow = self._flows.edit(
-            str(image), prompt, fields, model=model, timeout=timeout, images=images
+        flow = self._flows.edit(image, prompt, fields, model=model, timeout=timeout, images=images)
+        return self._result(await self._run(flow, on_progress))
+
+    async def run(
+        self,
+        input: FluxInput | Mapping[str, Any] | None = None,
+        *,
+        model: str | None = None,
+        budget: float | None = None,
+        timeout: float | None = None,
+        sync_wait: int | None = None,
+        cancel_after: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        image_dirs: Sequence[str | Path] = (),
+        **fields: Any,
+    ) -> GenerationResult | Running:
+        """Create and wait up to ``budget`` seconds: the result, or :class:`Running` (the
+        prediction goes on, not canceled; :meth:`follow` it later by its id). This caller owns
+        the prediction: an interrupt, or the hard ``timeout``, cancels it upstream."""
+        flow = self._flows.run(
+            input,
+            fields,
+            model=model,
+            timeout=timeout,
+            budget=budget,
+            sync_wait=sync_wait,
+            cancel_after=cancel_after,
+            images=self.images.with_dirs(image_dirs),
         )
-        return self._bind(await self._run(flow, on_progress))
+        outcome = await self._run(flow, on_progress)
+        return self._result(outcome) if isinstance(outcome, GenerationResult) else outcome
+
+    async def follow(
+        self,
+        prediction: Prediction | str,
+        *,
+        budget: float | None = None,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult | Running:
+        """Watch a prediction (never canceled from here) up to ``budget`` seconds: the result
+        once it succeeded, or :class:`Running`; raises if it failed."""
+        outcome = await self._run(
+            self._flows.follow(prediction, budget=budget, timeout=timeout), on_progress
+        )
+        return self._result(outcome) if isinstance(outcome, GenerationResult) else outcome
 
     def result(self, prediction: Prediction) -> GenerationResult:
         """The result of a finished prediction (raises if it did not succeed)."""
-        return self._bind(self._flows.result(prediction, prediction.model or self.model))
+        return self._result(self._flows.result(prediction, prediction.model or self.model))
 
-    def _bind(self, result: GenerationResult) -> GenerationResult:
-        result._ahttp, result._auth = self._http, self._auth
-        return result
+    async def save(
+        self, result: GenerationResult, directory: str | Path, *, max_bytes: int | None = None
+    ) -> list[Path]:
+        """Download every output of ``result`` into ``directory`` (created if needed); return
+        the paths, also set as ``result.files``. Raises :class:`DownloadError` (its message
+        says where the image still is) when it cannot."""
+        folder = Path(directory)
+        try:
+            files = await asave_outputs(
+                result.urls,
+                folder,
+                stem=result.prediction_id,
+                http=self._http,
+                auth=self._auth,
+                max_bytes=max_bytes,
+                policy=self._downloads,
+                prediction_id=result.prediction_id,
+            )
+        except DownloadError as exc:
+            exc.prediction_id = exc.prediction_id or result.prediction_id
+            exc.urls = exc.urls or tuple(result.urls)
+            raise
+        except OSError as exc:
+            raise self._save_failed(result, folder, exc) from None
+        result.files = files
+        return files
 
     async def aclose(self) -> None:
+        self._flows.durations.flush()
         if self._owns_http:
             await self._http.aclose()
 
@@ -525,4 +755,12 @@ class AsyncFluxClient(_ClientConfig):
         await self.aclose()
 
 
-__all__ = ["AsyncFluxClient", "FluxClient"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_TIMEOUT",
+    "AsyncFluxClient",
+    "ClientOptions",
+    "FluxClient",
+    "FluxError",
+    "Running",
+]

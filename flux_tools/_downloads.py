@@ -1,29 +1,77 @@
-"""Downloading outputs to disk: streamed, size-capped, typed by their bytes, written atomically.
+"""Downloading outputs to disk: nothing the API says is trusted.
 
 Provider URLs expire (Replicate deletes outputs after about an hour, BFL's links after ten
-minutes), so front ends save at once. The extension comes from the file's magic bytes, then its
-Content-Type, never from the request: a URL ending in ``.png`` may well hold WebP.
+minutes), so front ends save at once. What a gateway controls, and what is done about it:
+
+- **File names.** Never a path from the server: the prediction id becomes a safe stem
+  (:func:`safe_stem`: kept only when it is a short run of ``[a-z0-9-]``, otherwise a slug plus a
+  hash of the raw id, so distinct ids never share a name). The extension comes from the file's
+  magic bytes (PNG, JPEG, WebP, GIF), never from the URL; a body that is no image is not saved.
+  Files are created only inside the (resolved) target folder, through an exclusive, no-follow
+  temporary file renamed into place (a link planted at the name is replaced, not followed).
+  Bodies are asked for and accepted only unencoded (no gzip bombs).
+- **How many, how big, how long.** At most :data:`MAX_OUTPUTS` outputs per result (FLUX models
+  make 1 to 4); each body is streamed and capped (``max_bytes``, checked against
+  ``Content-Length`` before a byte is read, then while reading); the whole save has one wall-time
+  deadline (``DownloadPolicy.deadline``) that also bounds a body trickling in byte by byte.
+- **Where.** ``http``/``https`` only (``data:`` URIs are decoded locally). Each host is resolved
+  first and refused when any of its addresses is private, loopback, link-local, reserved,
+  multicast or unspecified, unless the policy allows that kind of address, which
+  :meth:`DownloadPolicy.for_api` does only for the kind the API itself is on (the emulator's
+  case: loopback; never link-local metadata addresses because of it). The API's own origin is
+  always allowed: the user chose it.
+- **Redirects.** At most ``max_redirects`` hops (3), each to ``https`` or to the same origin as
+  the hop before, each re-checked as above. A redirected request never carries credentials;
+  the first request carries the API token only when it is for the API's origin (``BearerAuth``),
+  and ``Authorization``/``Cookie`` headers set on a caller's HTTP client are removed from hops
+  and from any request that is not for that origin.
+
+Known gaps: the host is resolved before the request and again by the HTTP stack when it
+connects, so a DNS server answering differently the second time (rebinding) is not caught; in
+the blocking driver a slow DNS lookup is not cut by the deadline (the async one abandons it).
+
+Saving never blocks an event loop: in :func:`asave_outputs` the reads are awaited and the file
+work (create, write, fsync, rename) runs in a worker thread.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
+import hashlib
+import ipaddress
+import logging
 import os
-import tempfile
+import re
+import secrets
+import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 from urllib.parse import unquote_to_bytes, urlsplit
 
 import anyio
+import anyio.to_thread
 import httpx2
 
-from ._exceptions import FluxError
+from ._exceptions import DownloadError
+from ._text import safe_text
+
+logger = logging.getLogger("flux_tools")
 
 #: Largest output accepted. FLUX images are a few MB; anything far larger is not an image.
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Most outputs saved from one result. FLUX models make 1 to 4 images per prediction.
+MAX_OUTPUTS = 16
+#: Redirect hops followed per output.
+MAX_REDIRECTS = 3
+#: Wall-time budget of one save (every output, every retry, every hop), in seconds.
+DEFAULT_DEADLINE = 120.0
 CHUNK = 64 * 1024
+#: The async path hands the file system this much at a time (one worker-thread hop per MiB).
+_WRITE_BATCH = 1024 * 1024
 
 _MAGIC: list[tuple[bytes, int, str]] = [
     (b"\x89PNG\r\n\x1a\n", 0, "png"),
@@ -40,19 +88,60 @@ _CONTENT_TYPES = {
     "image/gif": "gif",
 }
 MEDIA_TYPES = {"png": "image/png", "jpg": "image/jpeg", "webp": "image/webp", "gif": "image/gif"}
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HEADERS = {"Accept": "image/*", "Accept-Encoding": "identity"}
+
+Origin = tuple[str, str, int | None]
 
 
-class DownloadError(FluxError):
-    """An output could not be downloaded or saved. ``transient`` failures were retried."""
+# -- untrusted text and names -------------------------------------------------------------------
 
-    transient: bool = False
+_KEEP = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_WINDOWS_RESERVED = frozenset(
+    {"con", "prn", "aux", "nul"} | {f"{p}{i}" for p in ("com", "lpt") for i in range(10)}
+)
+
+
+def safe_stem(raw: str) -> str:
+    """The file-name stem for a prediction id, whatever the id holds.
+
+    An id that is a short run of ``[a-z0-9-]`` (Replicate's ids are) is kept as it is; any other
+    (``/``, ``..``, NUL, escapes, capitals, 300 characters) becomes a slug of it, a dot and 12
+    hex digits of its SHA-256. A kept id has no dot, so the two forms never meet, and two
+    distinct ids never share a stem (short of a hash collision). Case-insensitive file systems
+    are safe too: kept ids are lower-case.
+    """
+    if _KEEP.fullmatch(raw) and raw not in _WINDOWS_RESERVED:
+        return raw
+    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")[:40].strip("-") or "output"
+    if slug in _WINDOWS_RESERVED:
+        slug = f"id-{slug}"
+    digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug}.{digest}"
+
+
+def output_names(stem: str, count: int) -> list[str]:
+    """One stem per output: ``stem`` alone, or ``stem_0``, ``stem_1``... (``_`` is never part of
+    a kept id, so these cannot meet another prediction's names)."""
+    return [stem] if count == 1 else [f"{stem}_{i}" for i in range(count)]
+
+
+# -- what a file is ------------------------------------------------------------------------------
+
+
+def image_type(head: bytes) -> str | None:
+    """The image format named by a file's first bytes, or None when it is none we know."""
+    for magic, offset, ext in _MAGIC:
+        if head[offset : offset + len(magic)] == magic and (ext != "webp" or head[:4] == b"RIFF"):
+            return ext
+    return None
 
 
 def sniff_extension(head: bytes, content_type: str | None = None, url: str | None = None) -> str:
     """The file extension of an image: from its first bytes, else its type, else its URL."""
-    for magic, offset, ext in _MAGIC:
-        if head[offset : offset + len(magic)] == magic and (ext != "webp" or head[:4] == b"RIFF"):
-            return ext
+    ext = image_type(head)
+    if ext:
+        return ext
     if content_type:
         typed = _CONTENT_TYPES.get(content_type.split(";")[0].strip().lower())
         if typed:
@@ -64,24 +153,214 @@ def sniff_extension(head: bytes, content_type: str | None = None, url: str | Non
     return "bin"
 
 
-def decode_data_uri(uri: str) -> tuple[bytes, str | None]:
-    """The bytes and media type of a ``data:`` URI (decoded locally: no request is made)."""
+def decode_data_uri(uri: str, max_bytes: int | None = None) -> tuple[bytes, str | None]:
+    """The bytes and media type of a ``data:`` URI (decoded locally: no request is made).
+
+    With ``max_bytes``, a payload that would decode to more is refused before decoding.
+    """
     header, sep, payload = uri.partition(",")
     if not header.startswith("data:") or not sep:
         raise DownloadError("malformed data: URI (expected data:<type>;base64,<data>)")
     media_type = header[5:].split(";")[0] or None
+    base64_encoded = header.endswith(";base64")
+    estimate = len(payload) * 3 // 4 if base64_encoded else len(payload) // 3
+    if max_bytes is not None and estimate > max_bytes:
+        raise DownloadError(
+            f"a data: URI output holds about {estimate} bytes, more than the {max_bytes} "
+            "allowed; not saved."
+        )
     try:
-        if header.endswith(";base64"):
+        if base64_encoded:
             return base64.b64decode(payload, validate=False), media_type
         return unquote_to_bytes(payload), media_type
     except (binascii.Error, ValueError) as exc:
         raise DownloadError(f"undecodable data: URI ({exc})") from None
 
 
+# -- where downloads may go ----------------------------------------------------------------------
+
+
+def _origin(url: str | httpx2.URL) -> Origin:
+    from ._protocol import origin  # one definition of an origin; imported late (import cycle)
+
+    return origin(url)
+
+
+def _non_public(address: str) -> str | None:
+    """Why an IP address is no public Internet address (None when it is one)."""
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for reason, flagged in (
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("unspecified", ip.is_unspecified),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+    ):
+        if flagged:
+            return reason
+    return None if ip.is_global else "non-global"
+
+
+def host_kind(host: str) -> str | None:
+    """What kind of non-public host a name is, without a DNS lookup: ``"loopback"`` for
+    ``localhost`` (and ``*.localhost``), the reason of :func:`_non_public` for an IP literal
+    (``"private"``, ``"link-local"``...), None for a public address or any other name."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return "loopback"
+    try:
+        return _non_public(host)
+    except ValueError:
+        return None
+
+
+def is_local_host(host: str) -> bool:
+    """Whether a host name is on this machine or a private network (no DNS lookup)."""
+    return host_kind(host) is not None
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """What saving outputs may do. The safe default allows public addresses only.
+
+    ``api_origin`` (scheme, host, port) is always allowed, and is the only origin that may get
+    credentials. ``local_kinds`` names the kinds of non-public address downloads may reach
+    besides (``"loopback"``, ``"private"``, ``"link-local"``...): :meth:`for_api` allows the kind
+    the API itself is on, and only that one (an emulator on 127.0.0.1 makes loopback outputs
+    fine, never the cloud's link-local metadata address). ``allow_private`` trusts every
+    address: for a gateway on a private network reached by name.
+    """
+
+    api_origin: Origin | None = None
+    allow_private: bool = False
+    local_kinds: frozenset[str] = frozenset()
+    max_outputs: int = MAX_OUTPUTS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_redirects: int = MAX_REDIRECTS
+    #: Seconds for the whole save: every output, hop and retry, including a body that trickles.
+    deadline: float = DEFAULT_DEADLINE
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    #: Tests only: resolves a host to its addresses (default: :func:`socket.getaddrinfo`).
+    resolver: Callable[[str, int], list[str]] | None = field(default=None, compare=False)
+
+    @classmethod
+    def for_api(cls, base_url: str, **overrides: object) -> DownloadPolicy:
+        """The policy for outputs of the API at ``base_url``: non-public addresses of the kind
+        the API's own host is on (an IP literal, or ``localhost``), and no other."""
+        api = _origin(base_url)
+        kind = host_kind(api[1])
+        settings: dict[str, object] = {
+            "api_origin": api,
+            "local_kinds": frozenset({kind} if kind else ()),
+            **overrides,
+        }
+        return cls(**settings)  # type: ignore[arg-type]
+
+    def is_api(self, url: str | httpx2.URL) -> bool:
+        return self.api_origin is not None and _origin(url) == self.api_origin
+
+    def refuses(self, kind: str | None) -> bool:
+        """Whether an address of this kind (None: public) is off limits."""
+        return kind is not None and not self.allow_private and kind not in self.local_kinds
+
+
+def _behind_proxy(host: str) -> bool:
+    """Whether the environment sends requests for ``host`` through a proxy (which resolves it)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    wanted = any(proxies.get(scheme) for scheme in ("https", "http", "all"))
+    return wanted and not urllib.request.proxy_bypass(host)
+
+
+def _resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        if isinstance(exc, socket.gaierror) and _behind_proxy(host):
+            # Only the proxy can resolve it here: it, not this machine, decides where it goes.
+            logger.debug("%s is resolved by the proxy; its address is not checked", host)
+            return []
+        error = DownloadError(
+            f"cannot resolve the host {safe_text(host, 80)!r} of an output: {exc}"
+        )
+        error.transient = isinstance(exc, socket.gaierror) and exc.errno == socket.EAI_AGAIN
+        raise error from None
+    return [str(info[4][0]) for info in infos]
+
+
+def _target(url: str, previous: str | None, policy: DownloadPolicy) -> tuple[str, int] | None:
+    """Check one hop against the policy; return the (host, port) to resolve and check, if any."""
+    try:
+        parsed = httpx2.URL(url)
+    except (httpx2.InvalidURL, TypeError, ValueError):
+        raise DownloadError(f"{_describe(url)} is not a valid URL; not saved.") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise DownloadError(
+            f"{_describe(url)} is not an http(s) URL (scheme {safe_text(parsed.scheme, 20)!r}); "
+            "not saved."
+        )
+    if previous is not None and parsed.scheme != "https" and _origin(url) != _origin(previous):
+        raise DownloadError(
+            f"an output redirects to {_describe(url)} over plain http on another origin; "
+            "redirects are followed only to https or within the same origin. Not saved."
+        )
+    if policy.is_api(url) or policy.allow_private:
+        return None  # the user's own API, or every address trusted: nothing to check
+    host = parsed.host
+    kind = host_kind(host)
+    if policy.refuses(kind):
+        raise _refused(url, host, kind)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return None  # an IP literal, already checked
+    return host, int(_origin(url)[2] or 0)
+
+
+def _check_addresses(url: str, host: str, addresses: list[str], policy: DownloadPolicy) -> None:
+    for address in addresses:
+        kind = _non_public(address)
+        if policy.refuses(kind):
+            raise _refused(url, host, f"{address}, {kind}")
+
+
+def _refused(url: str, host: str, detail: str | None = None) -> DownloadError:
+    what = f" ({detail})" if detail else ""
+    return DownloadError(
+        f"{_describe(url)} is on a local or private address: {safe_text(host, 80)}{what}. "
+        "Outputs are fetched from such addresses only when the API itself is on one of the "
+        "same kind; not saved."
+    )
+
+
+def _redirect(url: str, response: httpx2.Response) -> str | None:
+    if response.status_code not in _REDIRECTS:
+        return None
+    location = response.headers.get("location")
+    if not location:
+        raise DownloadError(f"{_describe(url)} answered a redirect without a Location; not saved.")
+    try:
+        return str(httpx2.URL(url).join(location))
+    except (httpx2.InvalidURL, ValueError):
+        raise DownloadError(f"{_describe(url)} redirects to an invalid URL; not saved.") from None
+
+
+# -- one file on disk ----------------------------------------------------------------------------
+
+
 class _AtomicFile:
     """Collects one output in a hidden temporary file beside its target, then renames it.
 
-    A reader never sees half a file, and a failed download leaves nothing behind.
+    The temporary file is created exclusively and without following links; the target is
+    checked to be inside the folder. A reader never sees half a file, and a failed download
+    leaves nothing behind.
     """
 
     def __init__(self, directory: Path, stem: str, max_bytes: int, source: str) -> None:
@@ -91,52 +370,101 @@ class _AtomicFile:
             max_bytes,
             source,
         )
-        self._size = 0
+        self.size = 0
         self._head = b""
-        self._file: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in finish/abort
-            dir=directory, prefix=f".{stem}.", suffix=".part", delete=False
-        )
+        self._temp = directory / f".{stem}.{secrets.token_hex(4)}.part"
+        # Opened on the first write (in the async path: in the worker thread, and an object
+        # that exists before any file does, so a cancellation cannot leak a .part file).
+        self._fd: int | None = None
+        self._opened = False
 
-    def write(self, chunk: bytes) -> None:
-        self._size += len(chunk)
-        if self._size > self.max_bytes:
+    def _open(self) -> int:
+        if self._fd is None:
+            if self._opened:
+                raise DownloadError(f"{self._source}: the file was already closed")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+            self._fd = os.open(self._temp, flags | getattr(os, "O_BINARY", 0), 0o666)
+            self._opened = True
+        return self._fd
+
+    def accept(self, chunk: bytes) -> None:
+        """Count a chunk against the cap (raises when over) without writing it."""
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
             raise DownloadError(
-                f"{self._source} is larger than the {self.max_bytes} bytes allowed."
+                f"{self._source} is larger than the {self.max_bytes} bytes allowed; not saved."
             )
         if len(self._head) < 16:
             self._head += chunk[: 16 - len(self._head)]
-        self._file.write(chunk)
 
-    def finish(self, content_type: str | None, url: str) -> Path:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        target = self._directory / f"{self._stem}.{sniff_extension(self._head, content_type, url)}"
-        os.replace(self._file.name, target)
+    def write(self, chunk: bytes) -> None:
+        self.accept(chunk)
+        self.write_accepted(chunk)
+
+    def write_accepted(self, data: bytes) -> None:
+        fd = self._open()
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+
+    def finish(self, content_type: str | None) -> Path:
+        ext = image_type(self._head)
+        if ext is None:
+            typed = f", Content-Type {safe_text(content_type, 60)!r}" if content_type else ""
+            raise DownloadError(
+                f"{self._source} is not an image ({self.size} bytes starting "
+                f"{safe_text(repr(self._head[:8]), 40)}{typed}); not saved."
+            )
+        fd = self._open()
+        os.fsync(fd)
+        os.close(fd)
+        self._fd = None
+        target = self._directory / f"{self._stem}.{ext}"
+        # The folder is resolved and the name is ours: the target cannot be elsewhere. A link
+        # planted at the name is replaced (rename does not follow it), never written through.
+        if Path(os.path.abspath(target)).parent != self._directory:
+            raise DownloadError(f"refusing to write {target.name} outside {self._directory}")
+        os.replace(self._temp, target)
         return target
 
     def abort(self) -> None:
-        if not self._file.closed:
-            self._file.close()
-        Path(self._file.name).unlink(missing_ok=True)
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._temp.unlink(missing_ok=True)
 
 
-def _stems(urls: list[str], stem: str) -> list[str]:
-    return [stem] if len(urls) == 1 else [f"{stem}-{i}" for i in range(len(urls))]
+# -- messages ------------------------------------------------------------------------------------
 
 
 def _describe(url: str) -> str:
-    return "a data: URI output" if url.startswith("data:") else f"output {urlsplit(url).path}"
+    if url.startswith("data:"):
+        return "a data: URI output"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "an output with an invalid URL"
+    host = parts.netloc.rpartition("@")[2]  # never a user:password a gateway put there
+    return f"output {safe_text(host, 60)}{safe_text(parts.path, 80)}"
 
 
 def _check_response(url: str, response: httpx2.Response, limit: int) -> None:
     if response.status_code >= 400:
         raise _http_failure(url, response)
+    if response.status_code >= 300:
+        raise DownloadError(f"{_describe(url)} answered HTTP {response.status_code}; not saved.")
     declared = response.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         # Refuse before reading a byte of it.
         raise DownloadError(
             f"{_describe(url)} is {int(declared)} bytes, more than the {limit} allowed; not saved."
+        )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise DownloadError(
+            f"{_describe(url)} came {safe_text(encoding, 20)}-encoded although none was asked "
+            "for; not saved."
         )
 
 
@@ -151,61 +479,149 @@ def _http_failure(url: str, response: httpx2.Response) -> DownloadError:
     return error
 
 
-#: Attempts per output; only transient failures (connection, 429, 5xx) are tried again.
-DOWNLOAD_ATTEMPTS = 3
-
-
-def _retry_delay(attempt: int, error: DownloadError) -> float | None:
-    if not error.transient or attempt + 1 >= DOWNLOAD_ATTEMPTS:
-        return None
-    return 0.5 * 2.0**attempt
-
-
-def _prepare(directory: Path, urls: list[str], max_bytes: int | None) -> int:
-    if not urls:
-        raise DownloadError("there is nothing to save: the result has no output URL")
-    directory.mkdir(parents=True, exist_ok=True)
-    return max_bytes or DEFAULT_MAX_BYTES
-
-
-def _save_data_uri(url: str, sink: _AtomicFile) -> Path:
-    data, media_type = decode_data_uri(url)
-    sink.write(data)
-    return sink.finish(media_type, url)
-
-
 def _transport_failure(url: str, exc: httpx2.HTTPError) -> DownloadError:
     error = DownloadError(f"downloading {_describe(url)} failed: {type(exc).__name__} {exc}")
     error.transient = isinstance(exc, httpx2.TransportError)
     return error
 
 
-def _fetch(client: httpx2.Client, url: str, sink: _AtomicFile, auth: httpx2.Auth | None) -> Path:
-    if url.startswith("data:"):
-        return _save_data_uri(url, sink)
-    try:
-        with client.stream("GET", url, auth=auth, follow_redirects=True) as response:
-            _check_response(url, response, sink.max_bytes)
-            for chunk in response.iter_bytes(CHUNK):
-                sink.write(chunk)
-            return sink.finish(response.headers.get("content-type"), url)
-    except httpx2.HTTPError as exc:
-        raise _transport_failure(url, exc) from None
+# -- the budget of one save ---------------------------------------------------------------------
 
 
-async def _afetch(
-    client: httpx2.AsyncClient, url: str, sink: _AtomicFile, auth: httpx2.Auth | None
+class _Deadline:
+    def __init__(self, policy: DownloadPolicy) -> None:
+        self.seconds = policy.deadline
+        self.end = time.monotonic() + policy.deadline
+        self._policy = policy
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def check(self, url: str) -> None:
+        if self.remaining() <= 0:
+            raise DownloadError(
+                f"saving {_describe(url)} did not finish within the {self.seconds:g} s allowed; "
+                "not saved."
+            )
+
+    def timeout(self) -> httpx2.Timeout:
+        """Per-read timeouts lowered to what is left, so no single read outlives the budget."""
+        left = max(self.remaining(), 0.001)
+        p = self._policy
+        return httpx2.Timeout(
+            min(p.read_timeout, left),
+            connect=min(p.connect_timeout, left),
+            pool=min(p.connect_timeout, left),
+        )
+
+
+#: Attempts per output; only transient failures (connection, 429, 5xx) are tried again.
+DOWNLOAD_ATTEMPTS = 3
+
+
+def _retry_delay(attempt: int, error: DownloadError, deadline: _Deadline) -> float | None:
+    if not error.transient or attempt + 1 >= DOWNLOAD_ATTEMPTS:
+        return None
+    delay = 0.5 * 2.0**attempt
+    return delay if delay < deadline.remaining() else None
+
+
+def _request(
+    client: httpx2.Client | httpx2.AsyncClient,
+    url: str,
+    deadline: _Deadline,
+    policy: DownloadPolicy,
+    hop: bool,
+) -> httpx2.Request:
+    request = client.build_request("GET", url, headers=_HEADERS, timeout=deadline.timeout())
+    if hop or not policy.is_api(url):
+        # A header set on a caller's HTTP client goes neither to another host nor on a redirect.
+        for name in ("authorization", "proxy-authorization", "cookie"):
+            request.headers.pop(name, None)
+    return request
+
+
+_NO_AUTH = httpx2.Auth()
+
+
+def _plan(urls: list[str], stem: str, policy: DownloadPolicy) -> list[tuple[str, str]]:
+    if not urls:
+        raise DownloadError("there is nothing to save: the result has no output URL")
+    kept = urls[: policy.max_outputs]
+    return list(zip(kept, output_names(safe_stem(stem), len(kept)), strict=True))
+
+
+def _too_many(urls: list[str], policy: DownloadPolicy, paths: list[Path], directory: Path) -> None:
+    if len(urls) > policy.max_outputs:
+        error = DownloadError(
+            f"the API listed {len(urls)} outputs; the first {policy.max_outputs} were saved in "
+            f"{directory} and the other {len(urls) - policy.max_outputs} were not downloaded "
+            f"(at most {policy.max_outputs} per result; FLUX models make 1 to 4)."
+        )
+        error.files = list(paths)
+        raise error
+
+
+def _prepare(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory.resolve()
+
+
+def _with_context(
+    error: DownloadError, paths: list[Path], prediction_id: str | None
+) -> DownloadError:
+    # ``files``: what was saved before the failure (other outputs of the same result).
+    if paths and not error.files:
+        error.files = list(paths)
+        error.message += "\nSaved before this failure: " + ", ".join(str(p) for p in paths)
+    if prediction_id and not error.prediction_id:
+        error.prediction_id = prediction_id
+    return error
+
+
+def _policy_with(policy: DownloadPolicy | None, max_bytes: int | None) -> DownloadPolicy:
+    policy = policy or DownloadPolicy()
+    return dataclasses.replace(policy, max_bytes=max_bytes) if max_bytes else policy
+
+
+# -- the blocking driver -------------------------------------------------------------------------
+
+
+def _fetch(
+    client: httpx2.Client,
+    url: str,
+    sink: _AtomicFile,
+    auth: httpx2.Auth | None,
+    policy: DownloadPolicy,
+    deadline: _Deadline,
 ) -> Path:
     if url.startswith("data:"):
-        return _save_data_uri(url, sink)
-    try:
-        async with client.stream("GET", url, auth=auth, follow_redirects=True) as response:
-            _check_response(url, response, sink.max_bytes)
-            async for chunk in response.aiter_bytes(CHUNK):
-                sink.write(chunk)
-            return sink.finish(response.headers.get("content-type"), url)
-    except httpx2.HTTPError as exc:
-        raise _transport_failure(url, exc) from None
+        data, media_type = decode_data_uri(url, sink.max_bytes)
+        sink.write(data)
+        return sink.finish(media_type)
+    current, previous, hop_auth = url, None, auth or _NO_AUTH
+    for _ in range(policy.max_redirects + 1):
+        deadline.check(url)
+        target = _target(current, previous, policy)
+        if target:
+            _check_addresses(current, target[0], (policy.resolver or _resolve)(*target), policy)
+        request = _request(client, current, deadline, policy, previous is not None)
+        try:
+            response = client.send(request, stream=True, auth=hop_auth, follow_redirects=False)
+            try:
+                location = _redirect(current, response)
+                if location is None:
+                    _check_response(current, response, sink.max_bytes)
+                    for chunk in response.iter_raw():
+                        sink.write(chunk)
+                        deadline.check(url)
+                    return sink.finish(response.headers.get("content-type"))
+            finally:
+                response.close()
+        except httpx2.HTTPError as exc:
+            raise _transport_failure(current, exc) from None
+        previous, current, hop_auth = current, location, _NO_AUTH  # never credentials on a hop
+    raise DownloadError(f"{_describe(url)} redirects more than {policy.max_redirects} times.")
 
 
 def save_outputs(
@@ -216,31 +632,97 @@ def save_outputs(
     http: httpx2.Client | None = None,
     auth: httpx2.Auth | None = None,
     max_bytes: int | None = None,
+    policy: DownloadPolicy | None = None,
+    prediction_id: str | None = None,
 ) -> list[Path]:
-    """Download each URL (or decode each data: URI) into ``directory``; return the paths."""
-    limit = _prepare(directory, urls, max_bytes)
-    client = http or httpx2.Client(timeout=60)
+    """Download each URL (or decode each data: URI) into ``directory``; return the paths.
+
+    ``stem`` is the raw prediction id (made safe here). ``policy`` says where downloads may go
+    (default: public addresses only); ``max_bytes`` overrides its size cap.
+    """
+    policy = _policy_with(policy, max_bytes)
+    plan = _plan(urls, stem, policy)
+    deadline = _Deadline(policy)
+    folder = _prepare(directory)
+    client = http or httpx2.Client()
+    paths: list[Path] = []
     try:
-        paths = []
-        for url, name in zip(urls, _stems(urls, stem), strict=True):
+        for url, name in plan:
             for attempt in range(DOWNLOAD_ATTEMPTS):
-                sink = _AtomicFile(directory, name, limit, _describe(url))
+                sink = _AtomicFile(folder, name, policy.max_bytes, _describe(url))
                 try:
-                    paths.append(_fetch(client, url, sink, auth))
+                    paths.append(_fetch(client, url, sink, auth, policy, deadline))
                     break
                 except DownloadError as error:
                     sink.abort()
-                    delay = _retry_delay(attempt, error)
+                    delay = _retry_delay(attempt, error, deadline)
                     if delay is None:
                         raise
                     time.sleep(delay)
                 except BaseException:
                     sink.abort()
                     raise
+        _too_many(urls, policy, paths, folder)
         return paths
+    except DownloadError as error:
+        raise _with_context(error, paths, prediction_id) from None
     finally:
         if http is None:
             client.close()
+
+
+# -- the async driver: the same steps, reads awaited, file work in a worker thread ---------------
+
+
+async def _afetch(
+    client: httpx2.AsyncClient,
+    url: str,
+    sink: _AtomicFile,
+    auth: httpx2.Auth | None,
+    policy: DownloadPolicy,
+    deadline: _Deadline,
+) -> Path:
+    if url.startswith("data:"):  # decoding megabytes of base64 is work for the thread too
+        data, media_type = await anyio.to_thread.run_sync(decode_data_uri, url, sink.max_bytes)
+        sink.accept(data)
+        await anyio.to_thread.run_sync(sink.write_accepted, data)
+        return await anyio.to_thread.run_sync(sink.finish, media_type)
+    current, previous, hop_auth = url, None, auth or _NO_AUTH
+    for _ in range(policy.max_redirects + 1):
+        deadline.check(url)
+        target = _target(current, previous, policy)
+        if target:
+            # Abandoned on cancel: a slow DNS answer must not hold the deadline up.
+            addresses = await anyio.to_thread.run_sync(
+                policy.resolver or _resolve, *target, abandon_on_cancel=True
+            )
+            _check_addresses(current, target[0], addresses, policy)
+        request = _request(client, current, deadline, policy, previous is not None)
+        try:
+            response = await client.send(
+                request, stream=True, auth=hop_auth, follow_redirects=False
+            )
+            try:
+                location = _redirect(current, response)
+                if location is None:
+                    _check_response(current, response, sink.max_bytes)
+                    batch = bytearray()
+                    async for chunk in response.aiter_raw():
+                        sink.accept(chunk)
+                        batch += chunk
+                        if len(batch) >= _WRITE_BATCH:
+                            await anyio.to_thread.run_sync(sink.write_accepted, bytes(batch))
+                            batch.clear()
+                        deadline.check(url)
+                    await anyio.to_thread.run_sync(sink.write_accepted, bytes(batch))
+                    content_type = response.headers.get("content-type")
+                    return await anyio.to_thread.run_sync(sink.finish, content_type)
+            finally:
+                await response.aclose()
+        except httpx2.HTTPError as exc:
+            raise _transport_failure(current, exc) from None
+        previous, current, hop_auth = current, location, _NO_AUTH
+    raise DownloadError(f"{_describe(url)} redirects more than {policy.max_redirects} times.")
 
 
 async def asave_outputs(
@@ -251,28 +733,64 @@ async def asave_outputs(
     http: httpx2.AsyncClient | None = None,
     auth: httpx2.Auth | None = None,
     max_bytes: int | None = None,
+    policy: DownloadPolicy | None = None,
+    prediction_id: str | None = None,
 ) -> list[Path]:
-    """Async twin of :func:`save_outputs`: the same steps, with awaited reads."""
-    limit = _prepare(directory, urls, max_bytes)
-    client = http or httpx2.AsyncClient(timeout=60)
+    """Async twin of :func:`save_outputs`: the same steps, with awaited reads; the file work
+    runs in a worker thread, and the deadline is also a cancel scope over the whole save."""
+    policy = _policy_with(policy, max_bytes)
+    plan = _plan(urls, stem, policy)
+    deadline = _Deadline(policy)
+    folder = await anyio.to_thread.run_sync(_prepare, directory)
+    client = http or httpx2.AsyncClient()
+    paths: list[Path] = []
     try:
-        paths = []
-        for url, name in zip(urls, _stems(urls, stem), strict=True):
-            for attempt in range(DOWNLOAD_ATTEMPTS):
-                sink = _AtomicFile(directory, name, limit, _describe(url))
-                try:
-                    paths.append(await _afetch(client, url, sink, auth))
-                    break
-                except DownloadError as error:
-                    sink.abort()
-                    delay = _retry_delay(attempt, error)
-                    if delay is None:
+        with anyio.fail_after(policy.deadline):
+            for url, name in plan:
+                for attempt in range(DOWNLOAD_ATTEMPTS):
+                    sink = _AtomicFile(folder, name, policy.max_bytes, _describe(url))
+                    try:
+                        paths.append(await _afetch(client, url, sink, auth, policy, deadline))
+                        break
+                    except DownloadError as error:
+                        await anyio.to_thread.run_sync(sink.abort)
+                        delay = _retry_delay(attempt, error, deadline)
+                        if delay is None:
+                            raise
+                        await anyio.sleep(delay)
+                    except BaseException:
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(sink.abort)
                         raise
-                    await anyio.sleep(delay)
-                except BaseException:
-                    sink.abort()
-                    raise
+        _too_many(urls, policy, paths, folder)
         return paths
+    except TimeoutError:
+        late = DownloadError(
+            f"saving the outputs did not finish within the {policy.deadline:g} s allowed."
+        )
+        raise _with_context(late, paths, prediction_id) from None
+    except DownloadError as error:
+        raise _with_context(error, paths, prediction_id) from None
     finally:
         if http is None:
             await client.aclose()
+
+
+__all__ = [
+    "DEFAULT_DEADLINE",
+    "DEFAULT_MAX_BYTES",
+    "MAX_OUTPUTS",
+    "MAX_REDIRECTS",
+    "MEDIA_TYPES",
+    "DownloadError",
+    "DownloadPolicy",
+    "asave_outputs",
+    "decode_data_uri",
+    "host_kind",
+    "image_type",
+    "is_local_host",
+    "safe_stem",
+    "safe_text",
+    "save_outputs",
+    "sniff_extension",
+]

@@ -1,14 +1,19 @@
-"""The exception tree, problem+json parsing, and the redaction of secrets.
+"""Every exception flux-tools raises, the parsing of problem+json, and the redaction of secrets.
 
-    FluxError
+    FluxError                   .prediction_id whenever a prediction exists upstream
     ├── FluxInputError          bad input, caught before any request is sent (also a ValueError)
+    ├── ConfigError             a setting that cannot work (also a ValueError): names the variable
+    ├── SchemaError             a model's input schema flux-tools will not compile (a ValueError)
     ├── FluxAPIError            the API answered with an HTTP error (RFC 7807 problem+json)
     │   ├── AuthenticationError     401/403: missing or wrong token
     │   └── RateLimitError          429 after the retries allowed
     ├── FluxConnectionError     the API could not be reached (after the retries allowed)
     ├── PredictionFailed        the prediction ended failed, canceled or aborted
     │   └── ContentModerated        the provider's safety filter refused the prompt or image
-    └── PredictionTimeout       the wait deadline passed (the prediction was canceled)
+    ├── PredictionTimeout       the wait deadline passed (the owner canceled the prediction)
+    ├── BudgetExceeded          a create refused before sending: it would exceed a budget
+    ├── DownloadError           an output could not be downloaded or saved (.urls still hold it)
+    └── PreviewError            no preview could be made (the saved image is unaffected)
 
 Every message says what happened and what to do. Secrets never appear in one: messages built
 from server text go through :func:`redact`.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -149,6 +155,21 @@ class FluxAPIError(FluxError):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, title={self.title!r})"
 
+    #: For an error answering a create: False when the API certainly created nothing (a 4xx),
+    #: None when a prediction may exist (a 5xx), True never (it would have an id).
+    created: bool | None = None
+
+    def nothing_created(self) -> None:
+        """Mark this error as the answer to a create, and say what it means for billing."""
+        if self.status < 500:
+            self.created = False
+            self.message += "\nNo prediction was created: nothing was billed."
+        else:
+            self.message += (
+                "\nThe prediction may have been created and may be billed: check your recent "
+                "predictions before retrying."
+            )
+
 
 class AuthenticationError(FluxAPIError):
     """401/403: the token is missing, wrong, or not allowed to run this model."""
@@ -156,6 +177,52 @@ class AuthenticationError(FluxAPIError):
 
 class RateLimitError(FluxAPIError):
     """429: the account's rate limit was hit and the retries allowed did not outlast it."""
+
+
+class ConfigError(FluxError, ValueError):
+    """A setting cannot work; the message says which variable or flag to change."""
+
+
+class SchemaError(FluxError, ValueError):
+    """A model's input schema (a snapshot, or one an API published) that flux-tools will not
+    compile: odd field names, too many fields, types it cannot check. The caller falls back to
+    the snapshot, or sends the input for the server to judge."""
+
+
+class DownloadError(FluxError):
+    """An output could not be downloaded or saved. ``transient`` failures were retried.
+
+    The image may still exist: ``urls`` are the provider's URLs (valid for about an hour).
+    """
+
+    transient: bool = False
+    urls: tuple[str, ...] = ()
+    #: Files saved before the failure (of a several-image result).
+    files: tuple[Path, ...] | list[Path] = ()
+
+
+class PreviewError(FluxError):
+    """No preview could be made (Pillow missing, unreadable file, impossible budget)."""
+
+
+class BudgetExceeded(FluxError):
+    """A create was refused before it was sent: its estimated cost would exceed a budget.
+
+    ``budget`` names it (``FLUX_BUDGET_USD``, ``FLUX_MAX_CALL_USD``, a batch's ``--budget``);
+    ``limit``, ``spent`` and ``estimate`` are in USD (``estimate`` None: no price known).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        limit: float | None,
+        spent: float,
+        estimate: float | None,
+    ) -> None:
+        super().__init__(message)
+        self.budget, self.limit, self.spent, self.estimate = budget, limit, spent, estimate
 
 
 class FluxConnectionError(FluxError):

@@ -11,30 +11,36 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from ._downloads import MEDIA_TYPES, sniff_extension
 from ._exceptions import FluxInputError
-from ._inputs import PREDICTION_ID
+from ._inputs import DEFAULT_MAX_IMAGE_BYTES, PREDICTION_ID, check_path, excerpt
 
-#: Largest local image sent inline. Replicate advises data URIs for small files; FLUX outputs
-#: and phone photos are a few MB.
-DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
-#: Folders (separated by os.pathsep) from which local images may be read, beside the output one.
+__all__ = ["DEFAULT_MAX_IMAGE_BYTES", "IMAGE_DIRS_ENV", "LocalImages"]
+#: The variable naming folders (separated by os.pathsep) from which local images may be read,
+#: beside the output one. Read by flux_tools.Settings, named here for messages.
 IMAGE_DIRS_ENV = "FLUX_IMAGE_DIRS"
 
 
-def image_dirs_from_env() -> list[Path]:
-    raw = os.environ.get(IMAGE_DIRS_ENV, "")
-    return [Path(part).expanduser() for part in raw.split(os.pathsep) if part.strip()]
+#: Why a local image was refused, as data for front ends (``FluxInputError.errors[i]["code"]``):
+#: their advice is chosen from it, never from the message's words.
+ImageRefusal = Literal[
+    "invalid_path", "no_such_user", "unreadable", "outside_folders", "not_found", "too_large",
+    "not_an_image",
+]  # fmt: skip
 
 
-def _error(field: str, problem: str, allowed: str | None = None) -> FluxInputError:
+def _error(
+    field: str, problem: str, allowed: str | None = None, *, code: ImageRefusal
+) -> FluxInputError:
     detail = f" (allowed: {allowed})" if allowed else ""
     return FluxInputError(
         f"Invalid input; nothing was sent:\n- {field}: {problem}{detail}",
-        [{"field": field, "problem": problem, "allowed": allowed}],
+        [{"field": field, "problem": problem, "allowed": allowed, "code": code}],
     )
 
 
@@ -62,44 +68,103 @@ class LocalImages:
     def find(self, source: str, field: str) -> Path | None:
         """The allowed local file ``source`` names; None if it is a prediction id with no file.
 
-        Raises :class:`FluxInputError` for a path outside the allowed folders (never opened) or
-        one that does not exist.
+        Raises :class:`FluxInputError` for a path outside the allowed folders (never opened), one
+        that does not exist, or one that cannot be a path at all. The path's shape (length, NUL
+        bytes, name lengths) is checked before anything touches the file system.
         """
+        try:
+            check_path(source)
+        except ValueError as exc:
+            raise _error(field, str(exc), code="invalid_path") from None
         if PREDICTION_ID.match(source):
-            # A result saved earlier is named after its prediction: {id}.ext or {id}-0.ext.
+            # A result saved earlier is named after its prediction: {id}.ext, or {id}_0.ext for
+            # the first of several ({id}-0.ext before flux-tools 0.3).
             for folder in self.dirs:
-                for pattern in (f"{source}.*", f"{source}-0.*"):
+                for pattern in (f"{source}.*", f"{source}_0.*", f"{source}-0.*"):
                     saved = sorted(p for p in folder.glob(pattern) if not p.name.endswith(".json"))
                     if saved:
                         return saved[0]
             return None
-        given = Path(source).expanduser()
+        given = Path(source)
+        if source.startswith("~"):
+            try:
+                given = given.expanduser()
+            except RuntimeError:  # ~nosuchuser: Python cannot find that home folder
+                user = source[1:].split("/", 1)[0]
+                raise _error(
+                    field,
+                    f"{excerpt('~' + user)} names no user on this machine (a path starting with "
+                    "~user is that user's home folder)",
+                    self._allowed_text(),
+                    code="no_such_user",
+                ) from None
         candidates = [given] if given.is_absolute() else [d / given for d in self.dirs]
         for candidate in candidates:
-            resolved = candidate.resolve()  # follows links: a link out of the folder is outside
-            if not self._inside(resolved):
-                raise _error(
-                    field, f"{source} is outside the allowed folders", self._allowed_text()
+            try:
+                resolved = candidate.resolve()  # follows links: a link out of the folder is outside
+                inside = self._inside(resolved)
+                is_file = inside and resolved.is_file()
+            except (OSError, ValueError, RuntimeError) as exc:  # a loop of links, too long...
+                reason = getattr(exc, "strerror", None) or (
+                    "a loop of symbolic links" if isinstance(exc, RuntimeError) else str(exc)
                 )
-            if resolved.is_file():
+                raise _error(
+                    field, f"{excerpt(source, 200)} cannot be read: {reason}", code="unreadable"
+                ) from None
+            if not inside:
+                raise _error(
+                    field,
+                    f"{excerpt(source, 200)} is outside the allowed folders",
+                    self._allowed_text(),
+                    code="outside_folders",
+                )
+            if is_file:
                 return resolved
-        raise _error(field, f"no such image file: {source}", self._allowed_text())
+        raise _error(
+            field,
+            f"no such image file: {excerpt(source, 200)}",
+            self._allowed_text(),
+            code="not_found",
+        )
 
     def load(self, source: str, field: str) -> str | None:
         """The ``data:`` URI of the local image ``source`` names (None: not a local file)."""
         path = self.find(source, field)
         if path is None:
             return None
-        size = path.stat().st_size
-        if size > self.max_bytes:
+        # O_NONBLOCK: if the file was swapped for a FIFO since find(), opening does not hang;
+        # fstat then refuses anything that is not a regular file.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except OSError as exc:
+            raise _error(
+                field, f"{path.name} cannot be read: {exc.strerror or exc}", code="unreadable"
+            ) from None
+        with os.fdopen(fd, "rb") as file:
+            info = os.fstat(file.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                raise _error(field, f"{path.name} is not a regular file", code="unreadable")
+            if info.st_size > self.max_bytes:
+                raise _error(
+                    field,
+                    f"{path.name} is {info.st_size} bytes, over the {self.max_bytes}-byte limit "
+                    "for local images; pass a smaller file or an http(s) URL",
+                    code="too_large",
+                )
+            data = file.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
             raise _error(
                 field,
-                f"{path.name} is {size} bytes, over the {self.max_bytes}-byte limit for local "
-                "images; pass a smaller file or an http(s) URL",
+                f"{path.name} is over the {self.max_bytes}-byte limit for local images; pass a "
+                "smaller file or an http(s) URL",
+                code="too_large",
             )
-        with path.open("rb") as file:
-            data = file.read(self.max_bytes + 1)
         ext = sniff_extension(data[:16])
         if ext not in MEDIA_TYPES:
-            raise _error(field, f"{path.name} is not an image", "jpeg, png, gif or webp files")
+            raise _error(
+                field,
+                f"{path.name} is not an image",
+                "jpeg, png, gif or webp files",
+                code="not_an_image",
+            )
         return f"data:{MEDIA_TYPES[ext]};base64,{base64.b64encode(data).decode()}"

@@ -1,128 +1,225 @@
-"""The FLUX input objects: the one schema every front end (client, LangChain, MCP, CLI) uses.
+"""What every model's input is made of: the base class, image sources and the bounds of values.
 
-One pydantic model per model's input, each field declared once with its default, range and a
-description written for a language model that must choose its value. Fields several models
-share (prompt, seed, image inputs...) are declared once below as annotated types.
+The input models themselves are built from the models' published schemas (``flux_tools/schemas``,
+compiled by :mod:`flux_tools._schemas`); this module holds what they share:
+
+- :class:`FluxInput`, the base: unknown fields are errors, unset fields are not sent;
+- :data:`ImageSource`, the type of every image field and of every item of an image list: an
+  ``https:`` URL, a ``data:`` URI, a local path or the id of an earlier prediction;
+- the bounds every argument is held to before any work starts (issue 16): prompt, URL, path and
+  ``data:`` URI lengths, decoded and sniffed inline images, NUL bytes, lone surrogates. Errors
+  name the rule and quote at most a short, escaped excerpt of the value.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_serializer,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+
+from ._downloads import MEDIA_TYPES, sniff_extension
 
 #: What the API accepts for an image: a web address or inline bytes.
 IMAGE_URI_PREFIXES = ("https://", "http://", "data:")
 #: A prediction id as Replicate writes them (lower-case base32, about 26 characters).
 PREDICTION_ID = re.compile(r"^[a-z0-9]{16,40}$")
 
+#: Largest image sent inline (a local file, or a ``data:`` URI given as is). Replicate advises
+#: data URIs for small files; FLUX outputs and phone photos are a few MB.
+DEFAULT_MAX_IMAGE_BYTES = 10 * 1024 * 1024
+#: Longest prompt taken (FLUX reads a few hundred tokens; this bounds hostile input, not style).
+MAX_PROMPT_CHARS = 10_000
+#: Longest value of any other text field.
+MAX_TEXT_CHARS = 10_000
+#: Longest http(s) URL taken for an image (signed CDN URLs run to about 2,000 characters).
+MAX_URL_CHARS = 8_192
+#: Longest local path (Linux's PATH_MAX), and longest single file or folder name (NAME_MAX).
+MAX_PATH_CHARS = 4_096
+MAX_NAME_BYTES = 255
+#: Image types the FLUX models read.
+IMAGE_TYPES_TEXT = "jpeg, png, gif or webp"
+
 IMAGE_SOURCE_HELP = (
     "an http(s) URL, a data: URI (data:image/png;base64,...), a path to a local image file in "
     "an allowed folder, or the prediction id of an earlier result"
 )
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_WHITESPACE = re.compile(r"\s+")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
 
-def check_image_uri(value: str) -> str:
+
+def excerpt(value: str, limit: int = 40) -> str:
+    """A short, printable quote of a (possibly huge or hostile) value for an error message."""
+    head = value[:limit]
+    shown = "".join(
+        c if c.isprintable() and not 0xD800 <= ord(c) <= 0xDFFF else repr(c)[1:-1] for c in head
+    )
+    more = f"... ({len(value)} characters)" if len(value) > limit else ""
+    return f"'{shown}'{more}"
+
+
+def check_text(value: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Any text sent to the API: bounded, and encodable (no lone surrogates)."""
+    if len(value) > limit:
+        raise ValueError(f"is {len(value)} characters long; at most {limit} are allowed")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            "contains an invalid character (a lone surrogate such as \\ud800)"
+        ) from None
+    return value
+
+
+def check_prompt(value: str) -> str:
+    check_text(value, MAX_PROMPT_CHARS)
+    if "\x00" in value:
+        raise ValueError("contains a NUL byte (\\x00)")
+    return value
+
+
+def data_uri_size(value: str) -> int:
+    """The decoded size of a base64 ``data:`` URI, from its length alone (no decoding)."""
+    payload = value.partition(",")[2]
+    return len(payload) * 3 // 4 - payload[-2:].count("=")
+
+
+def _max_bytes(info: ValidationInfo | None) -> int:
+    context = info.context if info is not None else None
+    if isinstance(context, dict) and isinstance(context.get("max_image_bytes"), int):
+        return int(context["max_image_bytes"])
+    return DEFAULT_MAX_IMAGE_BYTES
+
+
+def check_data_uri(value: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str:
+    """A ``data:`` URI holding a jpeg, png, gif or webp image of at most ``max_bytes``.
+
+    Its size is checked from its length before anything is decoded; then it is decoded and its
+    type sniffed from the bytes (the declared type is not trusted).
+    """
+    header, comma, payload = value.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise ValueError("a data: URI must be base64-encoded (data:image/png;base64,...)")
+    declared = header[5:-7].split(";")[0].strip().lower()
+    if declared and not declared.startswith("image/"):
+        raise ValueError(
+            f"a data: URI must hold an image ({IMAGE_TYPES_TEXT}), not {excerpt(declared, 30)}"
+        )
+    if not payload:
+        raise ValueError("the data: URI is empty (no bytes after the comma)")
+    if _WHITESPACE.search(payload):  # base64 wrapped at 76 columns, as mail and some tools do
+        payload = _WHITESPACE.sub("", payload)
+        value = f"{header},{payload}"
+    size = data_uri_size(value)
+    if size > max_bytes:
+        raise ValueError(
+            f"the data: URI holds about {size} bytes, over the {max_bytes}-byte limit for inline "
+            "images; pass a smaller image or an https URL"
+        )
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "the data: URI is not valid base64 (only A-Z, a-z, 0-9, +, / and = padding)"
+        ) from None
+    if not data:
+        raise ValueError("the data: URI is empty (no bytes after the comma)")
+    if sniff_extension(data[:16]) not in MEDIA_TYPES:
+        raise ValueError(f"the data: URI does not hold an image ({IMAGE_TYPES_TEXT})")
+    return value
+
+
+def check_url(value: str) -> str:
+    """An http(s) URL with a host, of bounded length and without control characters."""
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(
+            f"the URL is {len(value)} characters long; at most {MAX_URL_CHARS} are allowed"
+        )
+    if _CONTROL.search(value) or " " in value:
+        raise ValueError(f"the URL {excerpt(value)} contains spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"the URL {excerpt(value)} is malformed ({exc})") from None
+    if not host:
+        raise ValueError(f"the URL {excerpt(value)} has no host (expected https://host/path)")
+    return value
+
+
+def check_path(value: str) -> str:
+    """A local path's shape, before anything is resolved: bounded, no NUL, names <= NAME_MAX."""
+    if len(value) > MAX_PATH_CHARS:
+        raise ValueError(
+            f"the path is {len(value)} characters long; at most {MAX_PATH_CHARS} are allowed"
+        )
+    if "\x00" in value:
+        raise ValueError(f"the path {excerpt(value)} contains a NUL byte (\\x00)")
+    try:
+        names = [part.encode("utf-8") for part in value.split("/")]
+    except UnicodeEncodeError:
+        raise ValueError("the path contains an invalid character (a lone surrogate)") from None
+    if any(len(name) > MAX_NAME_BYTES for name in names):
+        raise ValueError(
+            f"the path {excerpt(value)} has a file or folder name longer than {MAX_NAME_BYTES} "
+            "bytes"
+        )
+    return value
+
+
+def check_image_uri(value: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> str:
     """Accept an http(s) URL or a ``data:`` URI: the forms the API itself takes."""
     value = value.strip()
-    if not value.startswith(IMAGE_URI_PREFIXES):
-        raise ValueError(
-            "must be an http(s) URL or a data: URI (for example data:image/png;base64,...)"
-        )
-    if value.startswith("data:") and ";base64," not in value[:100]:
-        raise ValueError("a data: URI must be base64-encoded (data:image/png;base64,...)")
-    return value
-
-
-def check_image_source(value: str) -> str:
-    """Accept what a caller may give for an image; the client turns it into an API form.
-
-    URLs and data URIs pass through; a local path or a prediction id is resolved by the client
-    before sending (see ``flux_tools._image_inputs``). Other schemes are refused here.
-    """
-    value = value.strip()
-    if not value:
-        raise ValueError(f"must be {IMAGE_SOURCE_HELP}")
-    if value.startswith(IMAGE_URI_PREFIXES):
-        return check_image_uri(value)
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", value):
-        raise ValueError(f"unsupported URL scheme; must be {IMAGE_SOURCE_HELP}")
-    return value
-
-
-ImageSource = Annotated[str, AfterValidator(check_image_source)]
-
-# -- fields shared by several models ---------------------------------------------------------------
-
-Prompt = Annotated[
-    str,
-    Field(
-        min_length=1,
-        description="What the image should show. Be concrete: subject, setting, style, lighting.",
-    ),
-]
-Seed = Annotated[
-    int | None,
-    Field(
-        description="Random seed. Reuse a previous image's seed with the same prompt to "
-        "reproduce or slightly vary it; leave empty for a new random image.",
-    ),
-]
-PromptUpsampling = Annotated[
-    bool,
-    Field(description="Let the model rewrite the prompt with more detail before generating."),
-]
-OutputQuality = Annotated[
-    int,
-    Field(
-        ge=0, le=100, description="Compression quality 0-100 for webp and jpg (ignored for png)."
-    ),
-]
-ImagePrompt = Annotated[
-    ImageSource | None,
-    Field(
-        description="Optional image whose composition and style guide the generation (jpeg, png, "
-        f"gif or webp): {IMAGE_SOURCE_HELP}.",
-    ),
-]
-SafetyTolerance = Annotated[
-    int,
-    Field(
-        ge=1,
-        le=6,
-        description="Content filter strength: 1 is the strictest, 6 the most permissive.",
-    ),
-]
-WebpJpgPng = Annotated[
-    Literal["webp", "jpg", "png"],
-    Field(description="File format of the image: webp (small), jpg, or png (lossless)."),
-]
-JpgPng = Annotated[
-    Literal["jpg", "png"],
-    Field(description="File format of the image: jpg (small) or png (lossless)."),
-]
-
-
-def _size(axis: str) -> Any:
-    return Field(
-        default=None,
-        ge=256,
-        le=1440,
-        description=f"{axis} in pixels (256-1440, rounded to a multiple of 32). "
-        "Used only when aspect_ratio is 'custom'.",
+    if value.startswith("data:"):
+        return check_data_uri(value, max_bytes)
+    if value.startswith(("https://", "http://")):
+        return check_url(value)
+    raise ValueError(
+        "must be an http(s) URL or a data: URI (for example data:image/png;base64,...)"
     )
 
 
-def _aspect_ratio(default: str, note: str = "") -> Any:
-    return Field(default=default, description=f"Shape of the image, width:height.{note}")
+def check_image_source(value: str, info: ValidationInfo | None = None) -> str:
+    """Accept what a caller may give for an image; the client turns it into an API form.
+
+    URLs and data URIs are checked as the API would take them; a local path or a prediction id
+    is only checked for shape here (nothing is opened) and resolved by the client before sending
+    (see ``flux_tools._image_inputs``). Other schemes are refused.
+    """
+    value = value.strip()
+    if not value:
+        raise ValueError(f"is empty; must be {IMAGE_SOURCE_HELP}")
+    scheme, colon, rest = value.partition(":")
+    if colon and scheme.lower() in ("http", "https", "data") and scheme != scheme.lower():
+        value = f"{scheme.lower()}:{rest}"  # HTTPS://... is a URL too: sent as https://...
+    if value.startswith(IMAGE_URI_PREFIXES):
+        return check_image_uri(value, _max_bytes(info))
+    if _SCHEME.match(value) and not re.match(r"^[a-zA-Z]:[\\/]", value):
+        scheme = excerpt(value.partition(":")[0], 20)
+        raise ValueError(f"unsupported URL scheme {scheme}; must be {IMAGE_SOURCE_HELP}")
+    return check_path(value)
+
+
+ImageSource = Annotated[str, AfterValidator(check_image_source)]
+Prompt = Annotated[str, AfterValidator(check_prompt)]
+Text = Annotated[str, AfterValidator(check_text)]
+
+
+@dataclass(frozen=True)
+class ImageField:
+    """An input field that takes images: one (``multiple`` False) or a list of ``max_items``."""
+
+    name: str
+    multiple: bool
+    max_items: int
+    required: bool = False
 
 
 class FluxInput(BaseModel):
@@ -130,8 +227,17 @@ class FluxInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, validate_assignment=True)
 
-    #: Fields that take an image (resolved by the client from paths or prediction ids).
+    #: Names of the fields that take images, single ones and lists (resolved by the client from
+    #: paths or prediction ids).
     image_fields: ClassVar[tuple[str, ...]] = ()
+    #: The same fields with their shape: single or a list, and how many images a list takes.
+    image_inputs: ClassVar[tuple[ImageField, ...]] = ()
+    #: ``owner/name`` of the model whose schema this is, and where the schema came from.
+    model_name: ClassVar[str] = ""
+    schema_version: ClassVar[str | None] = None
+    schema_date: ClassVar[str | None] = None
+    #: ``snapshot`` (built into the package) or ``live`` (the API's model endpoint).
+    schema_source: ClassVar[str] = "snapshot"
 
     def to_api(self) -> dict[str, Any]:
         """The JSON object sent as ``input``: only fields the caller set, and never ``null``.
@@ -140,228 +246,25 @@ class FluxInput(BaseModel):
         """
         return self.model_dump(mode="json", exclude_unset=True, exclude_none=True)
 
-
-class _CustomSize(FluxInput):
-    """``aspect_ratio="custom"`` takes its size from ``width`` and ``height``."""
-
-    @model_validator(mode="after")
-    def _custom_needs_size(self) -> Any:
-        if getattr(self, "aspect_ratio", None) == "custom" and (
-            getattr(self, "width", None) is None or getattr(self, "height", None) is None
-        ):
-            raise ValueError("aspect_ratio 'custom' needs both width and height (256-1440 pixels)")
-        return self
-
-
-ProAspectRatio = Literal["custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"]
+    def image_sources(self) -> list[tuple[str, str]]:
+        """Every image given, as ``(label, source)``: ``("input_image", ...)`` for a single
+        field, ``("input_images[2]", ...)`` for the third item of a list."""
+        sources: list[tuple[str, str]] = []
+        for name in type(self).image_fields:
+            value = getattr(self, name, None)
+            if isinstance(value, str):
+                sources.append((name, value))
+            elif isinstance(value, list):
+                sources += [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+        return sources
 
 
-class FluxProInput(_CustomSize):
-    """Input of ``black-forest-labs/flux-pro``: text-to-image, optionally guided by an image."""
+def __getattr__(name: str) -> Any:
+    # The per-model input classes (FluxProInput...) are compiled from the schema snapshots in
+    # flux_tools._registry; they stay importable from here, where they used to live.
+    if name.startswith("Flux") and name.endswith("Input"):
+        from . import _registry
 
-    model_config = ConfigDict(title="FluxProInput")
-    image_fields = ("image_prompt",)
-
-    prompt: Prompt
-    aspect_ratio: ProAspectRatio = _aspect_ratio("1:1", " Use 'custom' to set width and height.")
-    width: int | None = _size("Width")
-    height: int | None = _size("Height")
-    steps: int = Field(
-        default=25,
-        ge=1,
-        le=50,
-        description="Diffusion steps: more gives finer detail but takes longer.",
-    )
-    guidance: float = Field(
-        default=3,
-        ge=2,
-        le=5,
-        description="How closely to follow the prompt (2-5). Higher is more literal, "
-        "lower is more natural and varied.",
-    )
-    interval: float = Field(
-        default=2,
-        ge=1,
-        le=4,
-        description="Variance of possible outputs (1-4). Higher gives more varied "
-        "compositions but lower prompt adherence.",
-    )
-    safety_tolerance: SafetyTolerance = 2
-    output_format: WebpJpgPng = "webp"
-    output_quality: OutputQuality = 80
-    prompt_upsampling: PromptUpsampling = False
-    seed: Seed = None
-    image_prompt: ImagePrompt = None
-
-    @field_serializer("guidance", "interval")
-    def _whole_numbers_as_int(self, value: float) -> float | int:
-        # The API documents these as numbers with integer defaults: send 3, not 3.0.
-        return int(value) if float(value).is_integer() else value
-
-
-class Flux11ProInput(_CustomSize):
-    """Input of ``black-forest-labs/flux-1.1-pro``: faster, sharper text-to-image."""
-
-    model_config = ConfigDict(title="Flux11ProInput")
-    image_fields = ("image_prompt",)
-
-    prompt: Prompt
-    aspect_ratio: ProAspectRatio = _aspect_ratio("1:1", " Use 'custom' to set width and height.")
-    width: int | None = _size("Width")
-    height: int | None = _size("Height")
-    safety_tolerance: SafetyTolerance = 2
-    seed: Seed = None
-    prompt_upsampling: PromptUpsampling = False
-    output_format: WebpJpgPng = "webp"
-    output_quality: OutputQuality = 80
-    image_prompt: ImagePrompt = None
-
-
-class Flux11ProUltraInput(FluxInput):
-    """Input of ``black-forest-labs/flux-1.1-pro-ultra``: up to 4 megapixels, optional raw look."""
-
-    model_config = ConfigDict(title="Flux11ProUltraInput")
-    image_fields = ("image_prompt",)
-
-    prompt: Prompt
-    aspect_ratio: Literal[
-        "21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21"
-    ] = _aspect_ratio("1:1")
-    raw: bool = Field(
-        default=False, description="Less processed, more natural-looking images (photography)."
-    )
-    image_prompt: ImagePrompt = None
-    image_prompt_strength: float = Field(
-        default=0.1,
-        ge=0,
-        le=1,
-        description="How much the image_prompt shapes the result (0-1); higher follows it more.",
-    )
-    safety_tolerance: SafetyTolerance = 2
-    seed: Seed = None
-    output_format: JpgPng = "jpg"
-
-
-ListAspectRatio = Literal[
-    "1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"
-]
-NumOutputs = Annotated[
-    int, Field(ge=1, le=4, description="How many images to generate in one call (1-4).")
-]
-DisableSafetyChecker = Annotated[
-    bool, Field(description="Turn off the safety checker of the generated images.")
-]
-GoFast = Annotated[
-    bool,
-    Field(description="Run an optimised (fp8) version: faster, very slightly lower quality."),
-]
-Megapixels = Annotated[
-    Literal["1", "0.25"],
-    Field(description="Approximate size: '1' megapixel (about 1024x1024) or '0.25' (512x512)."),
-]
-
-
-class FluxSchnellInput(FluxInput):
-    """Input of ``black-forest-labs/flux-schnell``: the fastest and cheapest, for drafts."""
-
-    model_config = ConfigDict(title="FluxSchnellInput")
-
-    prompt: Prompt
-    aspect_ratio: ListAspectRatio = _aspect_ratio("1:1")
-    num_outputs: NumOutputs = 1
-    num_inference_steps: int = Field(
-        default=4, ge=1, le=4, description="Denoising steps (1-4): 4 is best, fewer is faster."
-    )
-    seed: Seed = None
-    output_format: WebpJpgPng = "webp"
-    output_quality: OutputQuality = 80
-    disable_safety_checker: DisableSafetyChecker = False
-    go_fast: GoFast = True
-    megapixels: Megapixels = "1"
-
-
-class FluxDevInput(FluxInput):
-    """Input of ``black-forest-labs/flux-dev``: open-weights quality, and image-to-image."""
-
-    model_config = ConfigDict(title="FluxDevInput")
-    image_fields = ("image",)
-
-    prompt: Prompt
-    image: ImageSource | None = Field(
-        default=None,
-        description="Optional starting image for image-to-image (the output keeps its aspect "
-        f"ratio): {IMAGE_SOURCE_HELP}.",
-    )
-    prompt_strength: float = Field(
-        default=0.8,
-        ge=0,
-        le=1,
-        description="With an image: how much to change it (0 keeps it, 1 replaces it entirely).",
-    )
-    aspect_ratio: ListAspectRatio = _aspect_ratio("1:1", " Ignored when an image is given.")
-    num_outputs: NumOutputs = 1
-    num_inference_steps: int = Field(
-        default=28, ge=1, le=50, description="Denoising steps (1-50): more is finer but slower."
-    )
-    guidance: float = Field(
-        default=3, ge=0, le=10, description="How closely to follow the prompt (0-10)."
-    )
-    seed: Seed = None
-    output_format: WebpJpgPng = "webp"
-    output_quality: OutputQuality = 80
-    disable_safety_checker: DisableSafetyChecker = False
-    go_fast: GoFast = True
-    megapixels: Megapixels = "1"
-
-    @field_serializer("guidance")
-    def _whole_numbers_as_int(self, value: float) -> float | int:
-        return int(value) if float(value).is_integer() else value
-
-
-class FluxKontextProInput(FluxInput):
-    """Input of ``black-forest-labs/flux-kontext-pro``: edit an image with an instruction."""
-
-    model_config = ConfigDict(title="FluxKontextProInput")
-    image_fields = ("input_image",)
-
-    prompt: str = Field(
-        min_length=1,
-        description="The edit to make, as an instruction: 'make the car gold', 'change the "
-        "background to a beach', 'turn it into a watercolor'. Say what to keep unchanged.",
-    )
-    input_image: ImageSource | None = Field(
-        default=None,
-        description=f"The image to edit (jpeg, png, gif or webp): {IMAGE_SOURCE_HELP}.",
-    )
-    aspect_ratio: Literal[
-        "match_input_image",
-        "1:1",
-        "16:9",
-        "9:16",
-        "4:3",
-        "3:4",
-        "3:2",
-        "2:3",
-        "4:5",
-        "5:4",
-        "21:9",
-        "9:21",
-        "2:1",
-        "1:2",
-    ] = _aspect_ratio("match_input_image", " 'match_input_image' keeps the input's shape.")
-    output_format: JpgPng = "png"
-    safety_tolerance: int = Field(
-        default=2,
-        ge=0,
-        le=6,
-        description="Content filter strength: 0 is the strictest, 6 the most permissive "
-        "(at most 2 when editing an image).",
-    )
-    prompt_upsampling: PromptUpsampling = False
-    seed: Seed = None
-
-    @model_validator(mode="after")
-    def _strict_with_an_image(self) -> FluxKontextProInput:
-        if self.input_image is not None and self.safety_tolerance > 2:
-            raise ValueError("safety_tolerance must be at most 2 when an input_image is given")
-        return self
+        if hasattr(_registry, name):
+            return getattr(_registry, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

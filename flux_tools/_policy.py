@@ -10,17 +10,30 @@
 
 from __future__ import annotations
 
+import atexit
 import bisect
+import contextlib
+import ipaddress
+import json
+import logging
 import math
+import os
 import random
 import statistics
+import tempfile
+import threading
+import time
+import weakref
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
 #: ``aborted`` (a deadline passed before the prediction started) is final too: a client that
 #: misses it polls forever, as both official Python clients did.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+logger = logging.getLogger("flux_tools")
 
 
 def is_terminal(status: str) -> bool:
@@ -50,10 +63,12 @@ class RetryPolicy:
         idempotent: bool,
         status: int | None = None,
         sent: bool = True,
+        persistent: bool = False,
     ) -> bool:
         """``attempt`` counts retries already made; ``status`` is None for a transport failure,
-        where ``sent`` says whether the request may have reached the server."""
-        if attempt >= self.max_retries:
+        where ``sent`` says whether the request may have reached the server. ``persistent``
+        (the polls of a wait, bounded by its deadline instead): no limit on the attempts."""
+        if attempt >= self.max_retries and not (persistent and idempotent):
             return False
         if status is not None:
             return status == 429 if not idempotent else status in self.retry_statuses
@@ -186,33 +201,264 @@ class PollSchedule:
         return tuple(polls)
 
 
-@dataclass
+#: The usual run time of a model flux-tools knows, used until the registry says
+#: (``ModelSpec.typical_seconds``): rough Replicate figures, in seconds.
+FALLBACK_TYPICAL_SECONDS = {
+    "black-forest-labs/flux-schnell": 1.5,
+    "black-forest-labs/flux-dev": 4.0,
+    "black-forest-labs/flux-pro": 6.0,
+    "black-forest-labs/flux-1.1-pro": 4.0,
+    "black-forest-labs/flux-1.1-pro-ultra": 9.0,
+    "black-forest-labs/flux-kontext-pro": 5.0,
+}
+#: How a prior is spread: a model's typical time is a guess, and its runs vary around it.
+PRIOR_SPREAD = (0.8, 1.25)
+#: Until a model's durations are known (``plan_samples`` of them), its plan may spend this many
+#: times the reads a generation is allowed: a prior is uncertain, and only the first
+#: generations are planned from it (measured in benchmarks/RESULTS.md, "cold start").
+PRIOR_READS_FACTOR = 3.0
+#: Before any duration of a model is seen, one read at this fraction of its usual time.
+PRIOR_PROBE = 0.25
+PRIOR_POINTS = 11
+#: Prices tried for a request when a read budget bounds the plan: request_cost times these.
+_PRICE_STEPS = tuple(1.25**k for k in range(0, 28))
+
+
+def registry_typical_seconds(model: str) -> float | None:
+    """The registry's usual run time of ``model`` (``ModelSpec.typical_seconds``), or None."""
+    from ._registry import model_spec
+
+    try:
+        spec = model_spec(model)
+    except ValueError:
+        return None
+    typical = getattr(spec, "typical_seconds", None) if spec is not None else None
+    if isinstance(typical, int | float) and typical > 0:
+        return float(typical)
+    return FALLBACK_TYPICAL_SECONDS.get(spec.name) if spec is not None else None
+
+
+def prior_samples(typical: float, points: int = PRIOR_POINTS) -> list[float]:
+    """Durations spread evenly over ``PRIOR_SPREAD`` times ``typical``: what a prior stands for."""
+    low, high = PRIOR_SPREAD
+    return [typical * (low + (high - low) * i / (points - 1)) for i in range(points)]
+
+
+def expected_reads(plan: Plan, samples: Sequence[float], schedule: PollSchedule) -> float:
+    """Reads a prediction distributed like ``samples`` spends following ``plan``: the planned
+    reads only. Not the progress reads every ``max_quiet`` seconds before the plan (one per
+    15 s of a long generation, whatever the plan) nor the back-off past its end (few get
+    there): the allowance prices where the reads go, not how long a model runs."""
+    del schedule  # the plan's own reads do not depend on it
+    if not plan or not samples:
+        return 0.0
+    n = len(samples)
+    reads = 0.0
+    previous = -math.inf
+    for poll in plan:
+        reads += sum(1 for s in samples if s > previous) / n
+        previous = poll
+    return reads
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where flux-tools keeps what it learns between processes: ``$FLUX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/flux-tools``, else ``~/.cache/flux-tools``."""
+    env = os.environ if environ is None else environ
+    if env.get("FLUX_CACHE_DIR"):
+        return Path(env["FLUX_CACHE_DIR"]).expanduser()
+    base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else None
+    return (base or Path.home() / ".cache") / "flux-tools"
+
+
+class DurationStore:
+    """Learned durations on disk (``durations.json`` in :func:`cache_dir`), shared by every
+    process of the user: the CLI and a fresh MCP server start from what earlier ones saw.
+
+    Writes are atomic (a temporary file renamed over the old one) and merge with what another
+    process wrote meanwhile; a file that cannot be read or parsed is ignored, never fatal.
+    """
+
+    VERSION = 1
+    MAX_KEYS = 200
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path if path is not None else cache_dir() / "durations.json"
+
+    def load(self) -> dict[str, list[float]]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != self.VERSION:
+            return {}
+        entries = data.get("durations")
+        if not isinstance(entries, dict):
+            return {}
+        loaded: dict[str, list[float]] = {}
+        for key, entry in entries.items():
+            samples = entry.get("samples") if isinstance(entry, dict) else None
+            if isinstance(key, str) and isinstance(samples, list):
+                good = [
+                    float(s)
+                    for s in samples
+                    if isinstance(s, int | float) and not isinstance(s, bool) and 0 < s < 3600
+                ]
+                if good:
+                    loaded[key] = good
+        return loaded
+
+    def save(self, updates: Mapping[str, Sequence[float]], size: int) -> None:
+        """Merge ``updates`` (key -> recent samples, newest last) into the file, atomically."""
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raw = {}
+        entries = raw.get("durations") if isinstance(raw, dict) else None
+        if not isinstance(entries, dict) or raw.get("version") != self.VERSION:
+            entries = {}
+        now = time.time()
+        for key, samples in updates.items():
+            entries[key] = {"samples": [round(s, 4) for s in list(samples)[-size:]], "updated": now}
+        if len(entries) > self.MAX_KEYS:  # keep the most recently updated
+            entries = dict(sorted(entries.items(), key=_updated)[-self.MAX_KEYS :])
+        text = json.dumps({"version": self.VERSION, "durations": entries}, indent=1)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".durations-", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(text)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            logger.debug("could not save learned durations to %s", self.path, exc_info=True)
+
+
+def _updated(item: tuple[str, Any]) -> float:
+    value = item[1].get("updated", 0) if isinstance(item[1], dict) else 0
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+@dataclass(eq=False)
 class DurationStats:
-    """Recent run times per model, learned from finished predictions.
+    """Recent run times per model, learned from finished predictions (thread-safe).
 
     The window it reports, low to high quantile of recent durations, is where a prediction of
     that model usually finishes; with enough samples it hands out a full :meth:`plan`.
+
+    Thrifty from the first generation: a model never seen is planned from its ``prior`` (the
+    registry's usual run time, spread over :data:`PRIOR_SPREAD`); the first samples learned
+    move that spread to where they are, and replace it as they come. With a ``store`` the
+    samples of earlier processes are loaded first and the new ones saved (every
+    ``save_every`` seconds at most, at ``close()`` and at exit). ``namespace`` (the API's host)
+    keeps a gateway's durations apart from Replicate's.
     """
 
     size: int = 32
     minimum_samples: int = 2
     #: Below this many samples the plan is even steps across the window: too few to trust
-    #: the shape of the distribution.
+    #: the shape of the distribution (unless a prior fills the rest).
     plan_samples: int = 10
+    #: The usual run time of a model in seconds, None when unknown (no prior: poll quickly
+    #: first, as :class:`PollSchedule` does without a plan).
+    prior: Callable[[str], float | None] | None = None
+    store: DurationStore | None = None
+    namespace: str = ""
+    save_every: float = 5.0
     _samples: dict[str, deque[float]] = field(default_factory=dict)
     _observed: dict[str, int] = field(default_factory=dict)
-    _plans: dict[str, tuple[int, PollSchedule, Plan]] = field(default_factory=dict)
+    _plans: dict[str, tuple[int, PollSchedule, float | None, Plan]] = field(default_factory=dict)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _loaded: bool = False
+    _dirty: set[str] = field(default_factory=set)
+    _saved_at: float = 0.0
+
+    @classmethod
+    def for_api(
+        cls, base_url: str, *, persist: bool = True, priors: bool | None = None
+    ) -> DurationStats:
+        """What a client starts from: the registry's priors, and (``persist``) the durations
+        earlier processes learned from the same API host, kept in :func:`cache_dir`.
+
+        ``priors=None`` uses them unless the API is on this machine: the registry's durations
+        are Replicate's, and an API on loopback (the emulator, in a user's tests) runs at its
+        own pace, which a fresh process learns from its first predictions instead.
+        """
+        from urllib.parse import urlsplit
+
+        host = (urlsplit(base_url).hostname or "").lower()
+        if priors is None:
+            priors = not _is_loopback(host)
+        store = DurationStore() if persist else None
+        prior = registry_typical_seconds if priors else None
+        return cls(prior=prior, store=store, namespace=host)
+
+    def _key(self, model: str) -> str:
+        return f"{self.namespace} {model}" if self.namespace else model
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.store is None:
+            return
+        prefix = f"{self.namespace} " if self.namespace else ""
+        for key, samples in self.store.load().items():
+            if prefix and not key.startswith(prefix):
+                continue
+            model = key[len(prefix) :]
+            if " " in model or model in self._samples:
+                continue
+            self._samples[model] = deque(samples[-self.size :], maxlen=self.size)
+            self._observed[model] = len(self._samples[model])
+        _flush_at_exit(self)
 
     def observe(self, model: str, seconds: float) -> None:
-        if 0 < seconds < 3600:
+        if not 0 < seconds < 3600:
+            return
+        with self._lock:
+            self._load()
             self._samples.setdefault(model, deque(maxlen=self.size)).append(seconds)
             self._observed[model] = self._observed.get(model, 0) + 1
+            self._dirty.add(model)
+            if self.store is not None and time.monotonic() - self._saved_at >= self.save_every:
+                self.flush()
+
+    def flush(self) -> None:
+        """Save the samples learned since the last save (no-op without a store)."""
+        with self._lock:
+            if self.store is None or not self._dirty:
+                return
+            updates = {self._key(m): list(self._samples[m]) for m in self._dirty}
+            self._dirty.clear()
+            self._saved_at = time.monotonic()
+            self.store.save(updates, self.size)
+
+    def samples(self, model: str) -> list[float]:
+        """The learned durations of ``model`` (loaded from the store first), oldest first."""
+        with self._lock:
+            self._load()
+            return list(self._samples.get(model, ()))
 
     def window(self, model: str) -> tuple[float, float] | None:
-        samples = self._samples.get(model)
-        if not samples or len(samples) < self.minimum_samples:
+        ordered = sorted(self.samples(model))
+        if len(ordered) < self.minimum_samples:
             return None
-        ordered = sorted(samples)
         if len(ordered) < 10:
             low, high = ordered[0], ordered[-1]
         else:
@@ -222,24 +468,94 @@ class DurationStats:
         spread = max(high - low, 0.1 * high, 0.1)
         return max(0.0, low - spread * 0.1), high + spread * 0.1
 
-    def plan(self, model: str, schedule: PollSchedule) -> Plan | None:
+    def plan(
+        self, model: str, schedule: PollSchedule, *, reads: float | None = None
+    ) -> Plan | None:
         """When to poll a prediction of ``model``; None while nothing is known about it.
+
+        ``reads``: the reads a generation may spend by the account's read budget (see
+        :meth:`flux_tools._limits.RateLimits.reads_per_create`). The price of a request is then
+        the least one whose plan fits in it, instead of ``schedule.request_cost`` alone.
 
         A plan is recomputed once a quarter of the samples are new, not after each one: with
         many predictions finishing together, planning must not cost more than it saves.
         """
-        samples = self._samples.get(model)
-        if not samples or len(samples) < self.minimum_samples:
-            return None
-        if len(samples) < self.plan_samples:
-            window = self.window(model)
-            return None if window is None else schedule.even_plan(window)
-        observed = self._observed.get(model, 0)
-        cached = self._plans.get(model)
-        if cached is not None:
-            at, planned_by, plan = cached
-            if planned_by == schedule and observed - at < max(1, len(samples) // 4):
-                return plan
-        plan = schedule.plan(samples)
-        self._plans[model] = (observed, schedule, plan)
-        return plan
+        with self._lock:
+            self._load()
+            learned = list(self._samples.get(model, ()))
+            typical = None
+            if len(learned) < self.plan_samples and self.prior is not None:
+                typical = self.prior(model)
+            if typical is None:
+                if len(learned) < self.minimum_samples:
+                    return None
+                if len(learned) < self.plan_samples:
+                    window = self.window(model)
+                    return None if window is None else schedule.even_plan(window)
+                samples = learned
+            else:
+                # The prior fills in for the samples not seen yet: its spread, around what was
+                # seen if anything was (a registry's usual time may be far off a gateway's).
+                center = statistics.median(learned) if learned else typical
+                filler = prior_samples(center, max(2, self.plan_samples - len(learned)))
+                samples = learned + filler
+            observed = self._observed.get(model, 0)
+            cached = self._plans.get(model)
+            if cached is not None:
+                at, planned_by, planned_reads, plan = cached
+                fresh = observed - at < max(1, len(learned) // 4) or (
+                    typical is not None and observed == at
+                )
+                if planned_by == schedule and planned_reads == reads and fresh:
+                    return plan
+            allowed = reads
+            if reads is not None and typical is not None:  # fewer than plan_samples seen
+                allowed = reads * PRIOR_READS_FACTOR
+            plan = priced_plan(samples, schedule, allowed)
+            if not learned and plan and typical is not None:
+                # Nothing seen yet: one early read too, in case the registry's usual time is
+                # far off this API's (an emulator, a faster gateway). One read, not a back-off.
+                probe = typical * PRIOR_PROBE
+                if probe < plan[0] - schedule.minimum:
+                    plan = (probe, *plan)
+            self._plans[model] = (observed, schedule, reads, plan)
+            return plan
+
+
+def priced_plan(samples: Sequence[float], schedule: PollSchedule, reads: float | None) -> Plan:
+    """``schedule.plan(samples)`` at the least request price whose plan spends at most
+    ``reads`` reads on average (the dearest price tried when none does); ``reads`` None: at
+    ``schedule.request_cost``."""
+    if reads is None:
+        return schedule.plan(samples)
+    low, high = 0, len(_PRICE_STEPS) - 1
+    best: Plan | None = None
+    while low <= high:  # bisection: the reads spent fall as the price rises
+        mid = (low + high) // 2
+        candidate = replace(schedule, request_cost=schedule.request_cost * _PRICE_STEPS[mid])
+        plan = candidate.plan(samples)
+        if expected_reads(plan, samples, schedule) <= reads:
+            best, high = plan, mid - 1
+        else:
+            low = mid + 1
+    if best is None:
+        dearest = replace(schedule, request_cost=schedule.request_cost * _PRICE_STEPS[-1])
+        best = dearest.plan(samples)
+    return best
+
+
+_EXIT_FLUSH: weakref.WeakSet[DurationStats] = weakref.WeakSet()
+
+
+def _flush_at_exit(stats: DurationStats) -> None:
+    if stats.store is None:
+        return
+    if not _EXIT_FLUSH:
+        atexit.register(_flush_all)
+    _EXIT_FLUSH.add(stats)
+
+
+def _flush_all() -> None:
+    for stats in list(_EXIT_FLUSH):
+        with contextlib.suppress(Exception):
+            stats.flush()

@@ -5,14 +5,11 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from ._policy import is_terminal
-
-if TYPE_CHECKING:
-    import httpx2
 
 _SEED_IN_LOGS = re.compile(r"(?:using\s+)?seed[:=]\s*(-?\d+)", re.IGNORECASE)
 
@@ -88,15 +85,20 @@ class Prediction(BaseModel):
         return Timings.from_prediction(self)
 
 
-def output_urls(output: Any) -> list[str]:
-    if output is None:
+_URI_SCHEMES = ("https://", "http://", "data:")
+
+
+def output_urls(output: Any, _depth: int = 0) -> list[str]:
+    """The output's URIs: ``http(s)`` URLs and ``data:`` URIs only (a ``file:`` URL, a path or
+    any other text a gateway puts there is dropped, never followed)."""
+    if output is None or _depth > 3:
         return []
     if isinstance(output, str):
-        return [output] if output else []
+        return [output] if output[:8].lower().startswith(_URI_SCHEMES) else []
     if isinstance(output, list | tuple):
-        return [item for item in output if isinstance(item, str) and item]
+        return [url for item in output if isinstance(item, str) for url in output_urls(item)]
     if isinstance(output, dict):  # some gateways wrap it: {"image": "..."} or {"images": [...]}
-        return [url for value in output.values() for url in output_urls(value)]
+        return [url for value in output.values() for url in output_urls(value, _depth + 1)]
     return []
 
 
@@ -142,19 +144,22 @@ class GenerationResult(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     input: dict[str, Any] = Field(default_factory=dict)
     files: list[Path] = Field(default_factory=list)
+    #: Estimated cost in USD, from the model's price and this input (None: no price known).
+    cost: float | None = None
     prediction: Prediction
 
-    # The HTTP clients of the FluxClient that made this result, to reuse its connection pool.
-    _http: httpx2.Client | None = PrivateAttr(default=None)
-    _ahttp: httpx2.AsyncClient | None = PrivateAttr(default=None)
-    _auth: httpx2.Auth | None = PrivateAttr(default=None)
+    # Plain data, not a connection: the API base of the client that made this result, so that
+    # save() trusts the same addresses (a loopback emulator's downloads, say).
+    _api_base: str | None = PrivateAttr(default=None)
 
     @classmethod
-    def from_prediction(cls, prediction: Prediction, *, model: str) -> GenerationResult:
+    def from_prediction(
+        cls, prediction: Prediction, *, model: str, status: str | None = None
+    ) -> GenerationResult:
         return cls(
             urls=prediction.output_urls,
             prediction_id=prediction.id,
-            status=prediction.status,
+            status=status or prediction.status,
             model=prediction.model or model,
             seed=prediction.seed,
             timings=prediction.timings(),
@@ -163,32 +168,22 @@ class GenerationResult(BaseModel):
         )
 
     def save(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
-        """Download every output into ``directory`` (created if needed); return the paths."""
-        from ._downloads import save_outputs
+        """Download every output into ``directory`` (created if needed); return the paths.
 
-        self.files = save_outputs(
-            self.urls,
-            Path(directory),
-            stem=self.prediction_id,
-            http=self._http,
-            auth=self._auth,
-            max_bytes=max_bytes,
-        )
-        return self.files
+        A convenience that opens a client of its own for the downloads (a result holds no
+        connection); ``client.save(result, directory)`` reuses the client's.
+        """
+        from ._client import FluxClient
+
+        with FluxClient(base_url=self._api_base) as client:
+            return client.save(self, directory, max_bytes=max_bytes)
 
     async def asave(self, directory: str | Path, *, max_bytes: int | None = None) -> list[Path]:
         """Async twin of :meth:`save`."""
-        from ._downloads import asave_outputs
+        from ._client import AsyncFluxClient
 
-        self.files = await asave_outputs(
-            self.urls,
-            Path(directory),
-            stem=self.prediction_id,
-            http=self._ahttp,
-            auth=self._auth,
-            max_bytes=max_bytes,
-        )
-        return self.files
+        async with AsyncFluxClient(base_url=self._api_base) as client:
+            return await client.save(self, directory, max_bytes=max_bytes)
 
     def summary(self) -> dict[str, Any]:
         """Plain JSON-ready data: what a tool returns as its artifact or structured content.

@@ -12,16 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._exceptions import PreviewError
+
 #: Longest side of a preview: enough to judge an image, small in tokens and bytes.
 DEFAULT_MAX_SIDE = 768
 #: Raw bytes allowed for one preview (base64 adds a third on top).
 DEFAULT_MAX_BYTES = 700_000
 _QUALITIES = (85, 75, 65, 50, 35)
 _MIN_SIDE = 64
-
-
-class PreviewError(Exception):
-    """No preview could be made (Pillow missing, unreadable file, impossible budget)."""
+#: Largest image a preview decodes (50 megapixels: FLUX makes at most about 4). Bigger ones are
+#: refused from their header, before a pixel is decoded: a decompression bomb costs nothing.
+MAX_PIXELS = 50_000_000
+_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
 
 
 @dataclass(frozen=True)
@@ -50,23 +52,42 @@ def make_preview(
     *,
     max_side: int = DEFAULT_MAX_SIDE,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
 ) -> Preview:
     """A JPEG of the image at ``path``, its longest side at most ``max_side``, under ``max_bytes``.
 
-    Quality is lowered first, then the size, until the encoding fits.
+    Decoding is bounded: only PNG, JPEG, WebP and GIF are opened; the dimensions are read from
+    the header before a pixel is decoded and an image over ``max_pixels`` is refused; a JPEG is
+    decoded straight at a reduced scale (``draft``), and any image is shrunk before it is
+    converted. Quality is lowered first, then the size, until the encoding fits. Every failure
+    is a :class:`PreviewError`; the file itself is never touched.
     """
     if max_side < _MIN_SIDE:
         raise PreviewError(f"max_side must be at least {_MIN_SIDE} pixels")
     image_mod = _pillow()
+    name = Path(path).name
     try:
-        with image_mod.open(path) as source:
+        with image_mod.open(path, formats=_FORMATS) as source:
+            width, height = source.size  # from the header: nothing decoded yet
+            if width * height > max_pixels:
+                raise PreviewError(
+                    f"{name} is {width}x{height} pixels, more than the {max_pixels:,} a preview "
+                    "decodes; no preview made (the file itself is kept)."
+                )
+            if source.format == "JPEG":
+                source.draft("RGB", (max_side, max_side))
             source.load()
-            width, height = source.size
-            image = _flatten(image_mod, source)
-    except (OSError, ValueError) as exc:  # PIL.UnidentifiedImageError is an OSError
-        raise PreviewError(f"cannot read {Path(path).name} as an image: {exc}") from None
+            image = _shrinkable(source)
+            image.thumbnail((max_side, max_side), image_mod.Resampling.LANCZOS, reducing_gap=2.0)
+            image = _flatten(image_mod, image)
+    except PreviewError:
+        raise
+    except MemoryError:
+        raise PreviewError(f"not enough memory to decode {name} for a preview") from None
+    except Exception as exc:  # Pillow's errors are of many kinds (OSError, ValueError, bombs...)
+        raise PreviewError(f"cannot read {name} as an image: {exc}") from None
 
-    side = min(max_side, max(width, height))
+    side = min(max_side, max(image.width, image.height))
     while side >= _MIN_SIDE:
         scaled = image.copy()
         scaled.thumbnail((side, side), image_mod.Resampling.LANCZOS)
@@ -83,7 +104,15 @@ def make_preview(
                     source_height=height,
                 )
         side = int(side * 0.7)
-    raise PreviewError(f"no preview of {Path(path).name} fits in {max_bytes} bytes")
+    raise PreviewError(f"no preview of {name} fits in {max_bytes} bytes")
+
+
+def _shrinkable(image: Any) -> Any:
+    """The image in a mode Pillow resizes smoothly (palette and bit images are converted)."""
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    transparent = image.mode == "PA" or (image.mode == "P" and "transparency" in image.info)
+    return image.convert("RGBA" if transparent else "RGB")
 
 
 def _flatten(image_mod: Any, image: Any) -> Any:
@@ -96,4 +125,11 @@ def _flatten(image_mod: Any, image: Any) -> Any:
     return image.convert("RGB")
 
 
-__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_SIDE", "Preview", "PreviewError", "make_preview"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_SIDE",
+    "MAX_PIXELS",
+    "Preview",
+    "PreviewError",
+    "make_preview",
+]

@@ -11,14 +11,15 @@ import argparse
 import itertools
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from ._exceptions import FluxError, FluxInputError
-from ._prediction import Prediction
+from ._frontend import Progress, error_text, safe_text
+from ._prediction import GenerationResult, Prediction, abbreviate
 from ._registry import known_model
+from ._settings import Settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 _JSON_TYPES: dict[str, type] = {"integer": int, "number": float, "string": str}
@@ -63,6 +64,9 @@ def add_input_flags(
         kwargs: dict[str, Any] = {"dest": name, "default": None, "help": _describe(prop)}
         if kinds == {"boolean"}:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif "array" in kinds:  # reference images: the flag takes one or several
+            kwargs["nargs"] = "+"
+            kwargs["metavar"] = "IMAGE"
         elif enum is not None:
             kwargs["choices"] = enum
             kwargs["metavar"] = "{" + ",".join(map(str, enum)) + "}"
@@ -74,32 +78,37 @@ def add_input_flags(
     return fields
 
 
-class Progress:
-    """Live status on stderr: a spinner on a terminal, one plain line per change otherwise."""
+class TerminalProgress:
+    """Live status on stderr: a spinner on a terminal, one plain line per change otherwise.
 
-    def __init__(self, stream: TextIO) -> None:
+    The words are the core's (:class:`flux_tools.Progress`), gateway text made safe to print.
+    """
+
+    def __init__(self, stream: TextIO, model: str) -> None:
         self._stream = stream
         self._tty = stream.isatty()
         self._spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
-        self._started = time.monotonic()
-        self._last: str | None = None
-        self.prediction_id: str | None = None
+        self._progress = Progress(model)
+        self._shown = False
+
+    @property
+    def prediction_id(self) -> str | None:
+        return self._progress.prediction_id
 
     def __call__(self, prediction: Prediction) -> None:
-        self.prediction_id = prediction.id
-        elapsed = time.monotonic() - self._started
+        update = self._progress.update(prediction)
         if self._tty:
-            line = f"\r{next(self._spinner)} {prediction.status} {elapsed:5.1f}s  {prediction.id}"
-            self._stream.write(line)
+            self._stream.write(f"\r\033[K{next(self._spinner)} {update.message}")
             self._stream.flush()
-        elif prediction.status != self._last:
-            print(f"{prediction.status} after {elapsed:.1f}s ({prediction.id})", file=self._stream)
-        self._last = prediction.status
+            self._shown = True
+        elif update.changed:
+            print(update.message, file=self._stream)
 
     def done(self) -> None:
-        if self._tty and self._last is not None:
+        if self._tty and self._shown:
             self._stream.write("\r\033[K")
             self._stream.flush()
+            self._shown = False
 
 
 def _run(args: argparse.Namespace, fields: list[str]) -> int:
@@ -107,33 +116,32 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
     from ._client import FluxClient
 
     values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-    progress = Progress(sys.stderr)
+    progress = TerminalProgress(sys.stderr, args.model)
     editing = args.command == "edit"
-    # The image named on the command line is the user's choice: its folder may be read.
-    image_dirs = [Path(args.image).expanduser().resolve().parent] if editing else []
+    images = _edit_images(args) if editing else []
+    # The images named on the command line are the user's choice: their folders may be read.
+    image_dirs = [folder for i in images if (folder := _folder_of(i)) is not None]
     # No Prefer: wait here: a person at a terminal wants progress, and a prediction whose id we
     # know can be canceled on Ctrl-C.
-    with FluxClient(sync_wait=0, timeout=args.timeout, image_dirs=image_dirs) as client:
+    settings = Settings.from_env(sync_wait=0, timeout=args.timeout, image_dirs=image_dirs)
+    result: GenerationResult | None = None
+    with FluxClient(settings=settings) as client:
         try:
             if editing:
+                image: Any = images[0] if len(images) == 1 else images
                 result = client.edit(
-                    args.image, args.prompt, model=args.model, on_progress=progress, **values
+                    image, args.prompt, model=args.model, on_progress=progress, **values
                 )
             else:
                 result = client.generate(
                     model=args.model, prompt=args.prompt, on_progress=progress, **values
                 )
+            progress.done()
             if not args.no_save:
-                result.save(Path(args.out).expanduser().resolve())
+                client.save(result, Path(args.out).expanduser().resolve())
         except KeyboardInterrupt:
             progress.done()
-            pid = progress.prediction_id
-            print(
-                f"interrupted: prediction {pid} was canceled upstream"
-                if pid
-                else "interrupted before the prediction was created",
-                file=sys.stderr,
-            )
+            print(_interrupted(result, progress.prediction_id), file=sys.stderr)
             return EXIT_INTERRUPTED
         finally:
             progress.done()
@@ -141,12 +149,47 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
         print(json.dumps(result.summary(), indent=2))
         return 0
     for url in result.urls:
-        print(url)
+        print(safe_text(abbreviate(url), 4000))
     for path in result.files:
-        print(path)
+        print(safe_text(str(path), 4000))
     seed = f", seed {result.seed}" if result.seed is not None else ""
-    print(f"{result.model}{seed}; URLs expire after about an hour", file=sys.stderr)
+    print(f"{safe_text(result.model, 100)}{seed}; URLs expire after about an hour", file=sys.stderr)
     return 0
+
+
+def _edit_images(args: argparse.Namespace) -> list[str]:
+    image = getattr(args, "image", None)
+    if isinstance(image, list):
+        return [str(i) for i in image]
+    return [str(image)] if image else []
+
+
+def _folder_of(source: str) -> Path | None:
+    """The folder of a path named on the command line (not of a URL, a data: URI or a bare
+    prediction id). Odd ones (too long, a NUL byte, ``~nosuchuser``) give None: the core then
+    refuses them, naming the image and what is wrong with it."""
+    if len(source) > 4096 or source.startswith(("http://", "https://", "data:")):
+        return None
+    try:
+        path = Path(source).expanduser()
+        if "/" in source or "." in source or path.exists():
+            return path.resolve().parent
+    except (OSError, ValueError, RuntimeError):
+        pass
+    return None
+
+
+def _interrupted(result: GenerationResult | None, prediction_id: str | None) -> str:
+    """What Ctrl-C did: it cancels a running prediction; a finished one stays, with its URLs."""
+    if result is not None:
+        urls = ", ".join(safe_text(abbreviate(u), 2000) for u in result.urls)
+        return (
+            f"interrupted while saving: prediction {safe_text(result.prediction_id, 100)} "
+            f"succeeded; its image: {urls} (for about an hour)"
+        )
+    if prediction_id:
+        return f"interrupted: prediction {prediction_id} was canceled upstream"
+    return "interrupted before the prediction was created"
 
 
 def _usage_error(error: FluxInputError) -> str:
@@ -193,23 +236,41 @@ def build_parser(command: str, model: str) -> tuple[argparse.ArgumentParser, lis
 
     edit = commands.add_parser(
         "edit",
-        help="edit an image as an instruction says",
+        help="edit an image, or compose from several, as an instruction says",
         description="Edit IMAGE (a file, an http(s) URL, or an earlier prediction id) as PROMPT "
-        "says, e.g. flux-tools edit car.png 'make the car gold'.",
+        "says, e.g. flux-tools edit car.png 'make the car gold'. Models that take reference "
+        "images (FLUX.2: --model flux-2-pro) take several, in the order the prompt names them: "
+        "flux-tools edit --model flux-2-pro person.png room.png 'the person from image 1 in the "
+        "room of image 2'.",
     )
-    edit.add_argument("image", help="the image: a file, an http(s) URL or a prediction id")
-    edit.add_argument("prompt", help="the edit to make, as an instruction")
+    edit.add_argument(
+        "image",
+        nargs="+",
+        metavar="IMAGE",
+        help="the image(s): files, http(s) URLs or prediction ids (several for models that "
+        "take reference images)",
+    )
+    edit.add_argument("prompt", metavar="PROMPT", help="the edit to make, as an instruction")
     _add_run_options(edit, model)
     if command == "edit":
         spec = known_model(model)
         skip = {"prompt", spec.edit_field or ""}
         fields = add_input_flags(edit, spec.input_model.model_json_schema(), skip=skip)
+        most = spec.max_edit_images
+        edit.epilog = (
+            f"{spec.name} takes {'one image' if most == 1 else f'1 to {most} images'}."
+            if most
+            else None
+        )
 
     commands.add_parser("emulator", help="run the offline emulator of the API", add_help=False)
     demo = commands.add_parser("demo", help="the offline end-to-end demo (no key, no network)")
     demo.add_argument("--out", default="flux-images", metavar="DIR")
     for sub in (gen, edit):
         sub.set_defaults(handler=_run)
+    from ._batch import add_batch_parser  # the batch command's logic lives in the core
+
+    add_batch_parser(commands, model)
     return parser, fields
 
 
@@ -230,10 +291,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     known, _ = pre.parse_known_args(argv)
     command = argv[0] if argv else ""
     try:
-        from ._client import resolve_edit_model, resolve_model
-
-        resolve = resolve_edit_model if command == "edit" else resolve_model
-        parser, fields = build_parser(command, resolve(known.model))
+        overrides = {"edit_model" if command == "edit" else "model": known.model}
+        settings = Settings.from_env(**overrides)
+        parser, fields = build_parser(
+            command, settings.edit_model if command == "edit" else settings.model
+        )
     except (FluxInputError, ValueError) as exc:
         print(f"flux-tools: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -244,7 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FluxInputError as exc:
         parser.exit(EXIT_USAGE, f"flux-tools {command}: error:\n{_usage_error(exc)}\n")
     except FluxError as exc:
-        print(f"flux-tools: {type(exc).__name__}: {exc}", file=sys.stderr)
+        text = error_text(exc, tool=f"flux-tools {command}")
+        print(f"flux-tools: {type(exc).__name__}: {text}", file=sys.stderr)
         return EXIT_FAILED
 
 

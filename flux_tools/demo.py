@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -122,10 +123,12 @@ def _through_langchain(emulator: Emulator, out_dir: Path) -> list[str]:
 
 
 def _next_steps(out_dir: Path) -> None:
+    # Desktop apps do not see the shell's PATH: the absolute path of this venv's server.
+    server = shutil.which("flux-mcp") or str(Path(sys.executable).parent / "flux-mcp")
     config = {
         "mcpServers": {
             "flux": {
-                "command": "flux-mcp",
+                "command": server,
                 "env": {"FLUX_API_TOKEN": "r8_...", "FLUX_OUTPUT_DIR": str(out_dir)},
             }
         }
@@ -134,7 +137,7 @@ def _next_steps(out_dir: Path) -> None:
     say("  1. Use a real token:  export REPLICATE_API_TOKEN=r8_...   (Replicate)")
     say("     or a gateway:      export FLUX_API_TOKEN=... FLUX_BASE_URL=https://HOST/replicate/v1")
     say('     then:              flux-tools generate "a fox in the snow" --aspect-ratio 16:9')
-    say("  2. Claude Code:       claude mcp add flux --env REPLICATE_API_TOKEN=r8_... -- flux-mcp")
+    say(f"  2. Claude Code:       claude mcp add flux --env REPLICATE_API_TOKEN=r8_... -- {server}")
     say("     Claude Desktop, Cursor, VS Code: add this to the client's MCP configuration:")
     for line in json.dumps(config, indent=2).splitlines():
         say(f"       {line}")

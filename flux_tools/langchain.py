@@ -8,23 +8,28 @@
 
 The arguments are :class:`~flux_tools.FluxProInput` itself (the model's registry entry), so the
 schema a chat model sees is the one the client validates with. ``_run`` drives a
-:class:`~flux_tools.FluxClient` and ``_arun`` an :class:`~flux_tools.AsyncFluxClient`: concurrent
-async calls share one connection pool and no thread. Needs the ``langchain`` extra.
+:class:`~flux_tools.FluxClient` and ``_arun`` an :class:`~flux_tools.AsyncFluxClient` (fifty
+concurrent async calls cost no thread). Only the public API of :mod:`flux_tools` is used here.
+Needs the ``langchain`` extra (``langchain-core`` 1.x: its standard content blocks).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
+import os
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import TracebackType
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForToolRun,
     CallbackManagerForToolRun,
 )
+from langchain_core.messages.content import create_image_block, create_text_block
 from langchain_core.tools import BaseTool, BaseToolkit, ToolException
 from pydantic import (
     BaseModel,
@@ -39,36 +44,27 @@ from pydantic import (
     model_validator,
 )
 
-from ._client import (
+from flux_tools import (
+    MODELS,
+    TOKEN_ENV_VARS,
     AsyncFluxClient,
     FluxClient,
-    resolve_base_url,
-    resolve_edit_model,
-    resolve_model,
-    resolve_token,
-)
-from ._downloads import DownloadError
-from ._exceptions import (
-    TOKEN_ENV_VARS,
-    AuthenticationError,
-    ContentModerated,
-    FluxAPIError,
-    FluxConnectionError,
     FluxError,
     FluxInputError,
-    PredictionFailed,
-    PredictionTimeout,
-    RateLimitError,
+    GenerationResult,
+    Prediction,
+    Progress,
+    Settings,
+    Spending,
+    abbreviate,
+    edit_arguments,
+    edit_spec,
+    error_text,
+    model_spec,
     redact,
+    result_text,
+    safe_text,
 )
-from ._prediction import GenerationResult, Prediction
-from ._registry import MODELS, edit_arguments, edit_spec, model_spec
-
-_image_block: Callable[..., Mapping[str, Any]] | None
-try:  # langchain-core >= 1.0: standard content blocks
-    from langchain_core.messages.content import create_image_block as _image_block
-except ImportError:  # pragma: no cover - langchain-core 0.3
-    _image_block = None
 
 __all__ = [
     "PROGRESS_EVENT",
@@ -79,10 +75,13 @@ __all__ = [
 ]
 
 #: Name of the custom callback event sent on each status change while a generation runs.
-#: Its data: ``{"prediction_id": str, "status": str, "elapsed": float}`` (seconds).
+#: Its data: ``{"prediction_id": str, "status": str, "elapsed": float, "message": str}``
+#: (``elapsed`` in seconds; ``message`` as the CLI and the MCP server word it).
 PROGRESS_EVENT = "flux_progress"
 
 ToolContent = str | list[str | dict[str, Any]]
+#: What ``_run`` / ``_arun`` hand back: the content for the model and the result as data.
+ToolOutput = tuple[ToolContent, dict[str, Any]]
 
 DESCRIPTION = (
     "Generate an image from a text description with a FLUX model. Returns the image URL "
@@ -106,13 +105,8 @@ _INPUT_MODELS: dict[str, type[BaseModel]] = {
     for name, model in [(spec.input_model.__name__, spec.input_model)]
     + ([(f"{spec.input_model.__name__}Edit", spec.input_model)] if spec.can_edit else [])
 }
-# Clients built lazily by tools in worker threads (``batch``) must not be built twice.
-_CLIENT_LOCK = threading.Lock()
-
-
-def _token_from_env() -> SecretStr | None:
-    token = resolve_token(None)
-    return SecretStr(token) if token else None
+#: Longest text of an OS error shown to the model (a file name may be kilobytes of base64).
+_MAX_ERROR_TEXT = 300
 
 
 def validation_error_text(error: Exception) -> str:
@@ -129,17 +123,28 @@ def validation_error_text(error: Exception) -> str:
     return f"{summary}\nFix these arguments and call the tool again."
 
 
+_Tool = TypeVar("_Tool", bound="_FluxTool")
+
+
 class _FluxTool(BaseTool):
     """What the generate and edit tools share: configuration, clients, output, errors.
 
     ``response_format="content_and_artifact"``: the content is text for the chat model (URLs,
-    saved paths, seed; image blocks too with ``include_image_blocks=True``); the artifact is
+    saved paths, seed; with ``include_image_blocks=True``, LangChain standard content blocks:
+    the text block first, then one image block per image); the artifact is
     :meth:`GenerationResult.summary` (urls, prediction_id, model, seed, timings, input, files).
     Errors come back as a ``ToolMessage`` with ``status="error"`` and a text saying what to
-    change; status changes are sent to callbacks as the custom event :data:`PROGRESS_EVENT`.
+    change (with the prediction id once one exists); status changes are sent to callbacks as
+    the custom event :data:`PROGRESS_EVENT`.
 
-    Clients built by the tool are reused across calls; call :meth:`close` / :meth:`aclose` when
-    done, or inject your own ``client`` / ``async_client`` (their base URL and model then apply).
+    Clients: the calls running on one event loop share an :class:`~flux_tools.AsyncFluxClient`,
+    opened by the first and closed when the last ends, so no client outlives its loop
+    (``asyncio.run`` twice works) and nothing is left open. ``invoke`` reuses one
+    :class:`~flux_tools.FluxClient`, built on first use and closed by :meth:`close` or at the
+    end of a ``with tool:`` block. Every client a tool builds spends from the same account
+    (:class:`~flux_tools.Spending`: request rate limits, money budget, learned run times),
+    whatever the loop or thread. Injected ``client`` / ``async_client`` are used as they are
+    (their base URL, model and account then apply) and are left to their owner.
     """
 
     # A misspelt option is an error, not silently ignored.
@@ -151,7 +156,7 @@ class _FluxTool(BaseTool):
     handle_tool_error: Any = True
     handle_validation_error: Any = validation_error_text
 
-    api_token: SecretStr | None = Field(default_factory=_token_from_env)
+    api_token: SecretStr | None = None
     """API token; defaults to ``FLUX_API_TOKEN``, else ``REPLICATE_API_TOKEN``."""
     base_url: str | None = None
     """API base URL; defaults to ``FLUX_BASE_URL``, ``REPLICATE_BASE_URL``, else Replicate's."""
@@ -159,7 +164,8 @@ class _FluxTool(BaseTool):
     """``owner/name`` of the model; defaults to ``FLUX_MODEL``, else flux-pro."""
     output_dir: Path | None = None
     """Download each image here as soon as it is ready: provider URLs expire within the hour.
-    Images in it may also be given as inputs (by path or prediction id)."""
+    Images in it may also be given as inputs (by path or prediction id). A folder that cannot
+    be created or written is reported before anything is sent (nothing is paid)."""
     image_dirs: list[Path] = Field(default_factory=list)
     """Further folders from which local images may be read as inputs (plus ``FLUX_IMAGE_DIRS``).
     A path outside them is refused without being opened."""
@@ -168,15 +174,23 @@ class _FluxTool(BaseTool):
     prediction is canceled upstream and the tool answers with an error naming its id."""
     include_image_blocks: bool = False
     """Add image content blocks after the text. Off by default: OpenAI chat models accept only
-    text in tool messages; Anthropic and Gemini models can look at the image."""
+    text in tool messages; Anthropic and Gemini models can look at the image. Only http(s)
+    URLs and inline ``data:`` images become blocks (as ``url`` or ``base64``)."""
     # Injected clients serve invoke (client) and ainvoke (async_client); a path without one
     # gets a client built from the fields above.
     client: FluxClient | None = Field(default=None, exclude=True, repr=False)
     async_client: AsyncFluxClient | None = Field(default=None, exclude=True, repr=False)
 
+    # Everything the clients this tool builds need: the fields above over the environment's
+    # settings (or over an injected client's), resolved once by the core's Settings.
+    _settings: Settings = PrivateAttr()
+    # What every client this tool builds spends from (Spending.resolve: one account).
+    _spending: dict[str, Any] = PrivateAttr(default_factory=dict)
+    # The async client each event loop's calls share, with how many calls use it.
+    _aclients: dict[asyncio.AbstractEventLoop, _Shared] = PrivateAttr(default_factory=dict)
+    # The blocking client built by invoke (None until the first call, and after close()).
     _client: FluxClient | None = PrivateAttr(default=None)
-    _aclient: AsyncFluxClient | None = PrivateAttr(default=None)
-    _aclient_loop: asyncio.AbstractEventLoop | None = PrivateAttr(default=None)
+    _client_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
     def lc_secrets(self) -> dict[str, str]:
@@ -191,18 +205,25 @@ class _FluxTool(BaseTool):
     @model_validator(mode="after")
     def _configure(self) -> _FluxTool:
         injected = self.client or self.async_client
-        if self.base_url is None:
-            self.base_url = injected.base_url if injected else resolve_base_url(None)
-        else:
-            self.base_url = resolve_base_url(self.base_url)
-        self.model = self._default_model(injected)
+        base = injected.settings if injected is not None else Settings.from_env()
+        settings = self._with_model(
+            base.with_options(api_token=self.api_token, base_url=self.base_url)
+        )
+        self._settings = settings
+        self._spending = Spending().resolve(settings)
+        self.api_token, self.base_url = settings.api_token, settings.base_url
+        self.model = self._model_of(settings)
         if "args_schema" not in self.model_fields_set:
             self.args_schema = self._arguments()
         return self
 
     # -- what differs between the generate and edit tools ----------------------------------
 
-    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
+    def _with_model(self, settings: Settings) -> Settings:
+        """``settings`` with this tool's ``model`` in the slot the tool uses."""
+        raise NotImplementedError
+
+    def _model_of(self, settings: Settings) -> str:
         raise NotImplementedError
 
     def _arguments(self) -> type[BaseModel] | None:
@@ -238,32 +259,27 @@ class _FluxTool(BaseTool):
         *args: str,
         run_manager: CallbackManagerForToolRun | None = None,
         **fields: Any,
-    ) -> tuple[ToolContent, dict[str, Any]]:
-        fields = _with_prompt(args, fields)
-        progress = _Progress()
+    ) -> ToolOutput:
+        method, arguments = self._prepare(args, fields)
+        progress = Progress(str(self.model))
         events = run_manager.get_child() if run_manager else None
 
         def on_progress(prediction: Prediction) -> None:
-            data = progress.change(prediction)
+            data = _progress_event(progress, prediction)
             if data and events is not None and run_manager is not None:
                 events.on_custom_event(PROGRESS_EVENT, data, run_id=run_manager.run_id)
 
-        method, arguments = self._call(fields)
-        try:
-            result = getattr(self._sync_client(), method)(
-                timeout=self.timeout,
-                on_progress=on_progress,
-                image_dirs=self._image_dirs(),
-                **arguments,
-            )
-        except FluxError as exc:
-            raise self._tool_exception(exc) from exc
-        save_error = None
-        if self.output_dir is not None:
+        with self._sync_client() as client:
             try:
-                result.save(self.output_dir)
-            except DownloadError as exc:
-                save_error = str(exc)
+                result = getattr(client, method)(on_progress=on_progress, **arguments)
+            except (FluxError, OSError) as exc:
+                raise self._tool_exception(exc) from exc
+            save_error = None
+            if self.output_dir is not None:
+                try:
+                    client.save(result, self.output_dir)
+                except Exception as exc:  # the image is paid for: never lose it to a save error
+                    save_error = _save_error_text(exc)
         return self._output(result, save_error)
 
     async def _arun(
@@ -271,131 +287,159 @@ class _FluxTool(BaseTool):
         *args: str,
         run_manager: AsyncCallbackManagerForToolRun | None = None,
         **fields: Any,
-    ) -> tuple[ToolContent, dict[str, Any]]:
-        fields = _with_prompt(args, fields)
-        progress = _Progress()
+    ) -> ToolOutput:
+        method, arguments = self._prepare(args, fields)
+        progress = Progress(str(self.model))
         events = run_manager.get_child() if run_manager else None
 
         async def on_progress(prediction: Prediction) -> None:
-            data = progress.change(prediction)
+            data = _progress_event(progress, prediction)
             if data and events is not None and run_manager is not None:
                 await events.on_custom_event(PROGRESS_EVENT, data, run_id=run_manager.run_id)
 
-        method, arguments = self._call(fields)
-        try:
-            result = await getattr(self._async_client(), method)(
-                timeout=self.timeout,
-                on_progress=on_progress,
-                image_dirs=self._image_dirs(),
-                **arguments,
-            )
-        except FluxError as exc:
-            raise self._tool_exception(exc) from exc
-        save_error = None
-        if self.output_dir is not None:
+        async with self._async_client() as client:
             try:
-                await result.asave(self.output_dir)
-            except DownloadError as exc:
-                save_error = str(exc)
+                result = await getattr(client, method)(on_progress=on_progress, **arguments)
+            except (FluxError, OSError) as exc:
+                raise self._tool_exception(exc) from exc
+            save_error = None
+            if self.output_dir is not None:
+                try:
+                    await client.save(result, self.output_dir)
+                except Exception as exc:  # the image is paid for: never lose it to a save error
+                    save_error = _save_error_text(exc)
         return self._output(result, save_error)
 
-    def _image_dirs(self) -> list[Path]:
-        return [*([self.output_dir] if self.output_dir else []), *self.image_dirs]
+    def _prepare(self, args: tuple[str, ...], fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The client method to call and all its arguments; refuses an unusable output_dir."""
+        method, arguments = self._call(_with_prompt(args, fields))
+        self._check_output_dir()
+        image_dirs = [*([self.output_dir] if self.output_dir else []), *self.image_dirs]
+        return method, {"timeout": self.timeout, "image_dirs": image_dirs, **arguments}
+
+    def _check_output_dir(self) -> None:
+        """Refuse, before anything is sent, an ``output_dir`` that cannot hold the image."""
+        if self.output_dir is None:
+            return
+        try:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.output_dir, os.W_OK | os.X_OK):  # read-only, not ours
+                raise PermissionError(errno.EACCES, "not writable", str(self.output_dir))
+        except OSError as exc:
+            raise ToolException(
+                f"No image was generated: the output folder {self.output_dir} cannot be used "
+                f"({_os_error_text(exc)}). Nothing was sent. This is a configuration problem "
+                "that retrying will not fix: tell the user."
+            ) from exc
 
     # -- clients ----------------------------------------------------------------------------
 
-    def _client_options(self) -> dict[str, Any]:
-        token = self.api_token.get_secret_value() if self.api_token else None
-        return {"api_token": token, "base_url": self.base_url, "model": self.model}
-
-    def _sync_client(self) -> FluxClient:
+    @contextlib.contextmanager
+    def _sync_client(self) -> Iterator[FluxClient]:
         if self.client is not None:
-            return self.client
-        with _CLIENT_LOCK:
+            yield self.client
+            return
+        # Calls from worker threads (``batch``) share one client: built once, under the lock.
+        with self._client_lock:
             if self._client is None:
-                self._client = FluxClient(**self._client_options())
-            return self._client
+                self._client = FluxClient(settings=self._settings, **self._spending)
+            client = self._client
+        yield client
 
-    def _async_client(self) -> AsyncFluxClient:
+    @contextlib.asynccontextmanager
+    async def _async_client(self) -> AsyncIterator[AsyncFluxClient]:
         if self.async_client is not None:
-            return self.async_client
-        # Pooled connections belong to the event loop that opened them: one client per loop
-        # (a script calling asyncio.run() twice gets a fresh one instead of dead sockets).
+            yield self.async_client
+            return
+        # Pooled connections belong to the event loop that opened them: the calls of one loop
+        # share a client (one pool for fifty concurrent calls), closed when the last call
+        # ends, so that none outlives its loop. (One loop runs one thread: no lock needed.)
         loop = asyncio.get_running_loop()
-        if self._aclient is None or self._aclient_loop is not loop:
-            self._aclient = AsyncFluxClient(**self._client_options())
-            self._aclient_loop = loop
-        return self._aclient
+        shared = self._aclients.get(loop)
+        if shared is None:
+            client = AsyncFluxClient(settings=self._settings, **self._spending)
+            shared = self._aclients[loop] = _Shared(client)
+        shared.users += 1
+        try:
+            yield shared.client
+        finally:
+            shared.users -= 1
+            if shared.users == 0:
+                del self._aclients[loop]
+                # Even when this call is being cancelled: the sockets must be released.
+                await asyncio.shield(shared.client.aclose())
 
     def close(self) -> None:
-        """Close the blocking client this tool built (an injected one is left to its owner)."""
-        with _CLIENT_LOCK:
+        """Close the blocking client this tool built (an injected one is left to its owner).
+
+        Async clients close themselves when their loop's last call ends: nothing else to close.
+        """
+        with self._client_lock:
             client, self._client = self._client, None
         if client is not None:
             client.close()
 
     async def aclose(self) -> None:
-        """Close the clients this tool built (injected ones are left to their owner)."""
-        client, loop = self._aclient, self._aclient_loop
-        self._aclient = self._aclient_loop = None
-        # A client of a finished loop cannot be closed from another one: its sockets went
-        # with that loop.
-        if client is not None and loop is asyncio.get_running_loop():
-            await client.aclose()
+        """Same as :meth:`close`, for async code (async calls keep no client open)."""
+        self.close()
+
+    def __enter__(self: _Tool) -> _Tool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     # -- what the chat model reads ----------------------------------------------------------
 
-    def _output(
-        self, result: GenerationResult, save_error: str | None
-    ) -> tuple[ToolContent, dict[str, Any]]:
+    def _output(self, result: GenerationResult, save_error: str | None) -> ToolOutput:
         artifact = result.summary()
         if save_error is not None:
             artifact["save_error"] = save_error
         text = self._result_text(result, save_error)
         if not self.include_image_blocks:
             return text, artifact
-        blocks: list[str | dict[str, Any]] = [{"type": "text", "text": text}]
-        blocks.extend(_image_content(url) for url in result.urls)
+        blocks: list[str | dict[str, Any]] = [dict(create_text_block(text))]
+        blocks.extend(block for url in result.urls if (block := _image_content(url)) is not None)
         return blocks, artifact
 
-    def _result_text(self, result: GenerationResult, save_error: str | None) -> str:
-        count = len(result.urls)
-        seed = "unknown" if result.seed is None else str(result.seed)
-        lines = [
-            f"Generated {count} image{'s' if count != 1 else ''} with {result.model} "
-            f"(prediction {result.prediction_id}, seed {seed})."
-        ]
-        for index, url in enumerate(result.urls, 1):
-            label = "URL" if count == 1 else f"URL {index}"
-            lines.append(f"{label}: {_describe_url(url)}")
-        if result.files:
-            lines.append("Saved to: " + ", ".join(str(path) for path in result.files))
-        if save_error:
-            lines.append(f"Saving the image failed: {save_error}")
-        lines.append(
-            "The URL is temporary (the provider deletes it after about an hour): give it to the "
-            + (
-                "user now, or point to the saved file, which stays."
-                if result.files
-                else "user now."
-            )
-        )
-        if result.seed is not None:
-            lines.append(
-                f"To reproduce or vary this image, call {self.name} again with the same prompt "
-                f"and seed {result.seed}."
-            )
-        return "\n".join(lines)
+    #: The first word of the result text ("Generated 1 image with ...").
+    _verb: ClassVar[str] = "Generated"
 
-    def _tool_exception(self, exc: FluxError) -> ToolException:
+    def _result_text(self, result: GenerationResult, save_error: str | None) -> str:
+        extra = [f"Saving the image failed: {save_error}"] if save_error else []
+        text = result_text(result, verb=self._verb, reproduce_with=self.name, extra=extra)
+        for url in result.urls:  # transitional, until the kit names inline images this way
+            if url.startswith("data:"):
+                text = text.replace(abbreviate(url), _inline_name(url))
+        return self._redact(text)
+
+    def _tool_exception(self, exc: FluxError | OSError) -> ToolException:
         """The error as a chat model can act on it: what happened and what to change."""
-        text = f"No image was generated. {exc}"
-        advice = _advice(exc, self.name)
-        if advice:
-            text += f"\n{advice}"
-        secret = self.api_token.get_secret_value() if self.api_token else None
-        return ToolException(redact(text, [secret]))
+        if isinstance(exc, FluxError):
+            # What happened, the prediction and where its image is when one exists, what to do.
+            text = "No image was generated. " + error_text(
+                exc, tool=self.name, secrets=self._secrets()
+            )
+        else:
+            # Reading a local input image failed (a bare base64 string taken for a file name,
+            # an unreadable file): before the prediction was created.
+            text = (
+                f"No image was generated: a local image could not be read ({_os_error_text(exc)})."
+                "\nAn image argument is an https URL, a data: URI (data:image/png;base64,...), a "
+                f"saved file's path or a prediction id: fix it and call {self.name} again."
+            )
+        return ToolException(self._redact(text))
+
+    def _secrets(self) -> list[str | None]:
+        return [self.api_token.get_secret_value() if self.api_token else None]
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self._secrets())
 
 
 class FluxImageTool(_FluxTool):
@@ -407,8 +451,11 @@ class FluxImageTool(_FluxTool):
     name: str = "generate_image"
     description: str = DESCRIPTION
 
-    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
-        return resolve_model(self.model or (injected.model if injected else None))
+    def _with_model(self, settings: Settings) -> Settings:
+        return settings.with_options(model=self.model)
+
+    def _model_of(self, settings: Settings) -> str:
+        return settings.model
 
     def _arguments(self) -> type[BaseModel] | None:
         spec = model_spec(str(self.model))
@@ -428,9 +475,13 @@ class FluxImageEditTool(_FluxTool):
 
     name: str = "edit_image"
     description: str = EDIT_DESCRIPTION
+    _verb: ClassVar[str] = "Edited"
 
-    def _default_model(self, injected: FluxClient | AsyncFluxClient | None) -> str:
-        return resolve_edit_model(self.model or (injected.edit_model if injected else None))
+    def _with_model(self, settings: Settings) -> Settings:
+        return settings.with_options(edit_model=self.model)
+
+    def _model_of(self, settings: Settings) -> str:
+        return settings.edit_model
 
     def _arguments(self) -> type[BaseModel] | None:
         return edit_arguments(edit_spec(str(self.model)))
@@ -444,15 +495,19 @@ class FluxImageEditTool(_FluxTool):
 
 
 class FluxToolkit(BaseToolkit):
-    """``generate_image`` and ``edit_image`` with one shared client (one connection pool).
+    """``generate_image`` and ``edit_image`` sharing one blocking client (one connection pool).
 
     The same configuration as the tools; ``model`` and ``edit_model`` pick each tool's model
-    (and so its schema).
+    (and so its schema). The toolkit owns that client: close it with :meth:`close` (or use the
+    toolkit in a ``with`` block) when done. Async calls share a client per event loop, closed
+    when the loop's last call ends (as the tools do alone), so the tools work from any loop and
+    leave nothing open. Both tools, sync and async, spend from one account (rate limits, budget).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
-    api_token: SecretStr | None = Field(default_factory=_token_from_env)
+    api_token: SecretStr | None = None
+    """API token; defaults to ``FLUX_API_TOKEN``, else ``REPLICATE_API_TOKEN``."""
     base_url: str | None = None
     model: str | None = None
     edit_model: str | None = None
@@ -461,79 +516,74 @@ class FluxToolkit(BaseToolkit):
     timeout: float | None = Field(default=None, gt=0)
     include_image_blocks: bool = False
 
+    _client: FluxClient | None = PrivateAttr(default=None)
+    _spending: dict[str, Any] = PrivateAttr(default_factory=dict)
+
     def get_tools(self) -> list[BaseTool]:
-        token = self.api_token.get_secret_value() if self.api_token else None
-        options: dict[str, Any] = {
-            "api_token": token,
-            "base_url": self.base_url,
-            "model": self.model,
-            "edit_model": self.edit_model,
-        }
-        client, async_client = FluxClient(**options), AsyncFluxClient(**options)
+        if self._client is None:
+            settings = Settings.from_env(
+                api_token=self.api_token,
+                base_url=self.base_url,
+                model=self.model,
+                edit_model=self.edit_model,
+            )
+            self._spending = Spending().resolve(settings)
+            self._client = FluxClient(settings=settings, **self._spending)
+        client = self._client
         shared: dict[str, Any] = {
-            "api_token": self.api_token,
+            "api_token": client.settings.api_token,
             "base_url": client.base_url,
             "output_dir": self.output_dir,
             "image_dirs": self.image_dirs,
             "timeout": self.timeout,
             "include_image_blocks": self.include_image_blocks,
             "client": client,
-            "async_client": async_client,
         }
-        return [
+        tools: list[_FluxTool] = [
             FluxImageTool(model=client.model, **shared),
             FluxImageEditTool(model=client.edit_model, **shared),
         ]
+        for tool in tools:  # one account for both tools, sync and async
+            tool._spending = self._spending
+        return list(tools)
+
+    def close(self) -> None:
+        """Close the client shared by the tools (get_tools() afterwards builds a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> FluxToolkit:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
-def _advice(exc: FluxError, tool: str) -> str:
-    """What the chat model can do next, where the core message does not already say it."""
-    if isinstance(exc, FluxInputError):
-        return f"Fix these arguments and call {tool} again."
-    if isinstance(exc, ContentModerated):
-        return ""  # the core message already says to change the prompt
-    if isinstance(exc, PredictionFailed):
-        if exc.status == "failed":
-            return f"It may be temporary: call {tool} once more; if it fails again, tell the user."
-        return "" if exc.status == "aborted" else "Do not retry unless the user asks."
-    if isinstance(exc, PredictionTimeout):
-        return (
-            f"Give the user the prediction id {exc.prediction_id} to check it later, or call "
-            f"{tool} again with fewer steps for a faster image."
-        )
-    if isinstance(exc, AuthenticationError):
-        return "This is a configuration problem that retrying will not fix: tell the user."
-    if isinstance(exc, RateLimitError):
-        wait = f" about {exc.retry_after:.0f} s" if exc.retry_after else " a minute"
-        return f"Wait{wait} before calling {tool} again."
-    if isinstance(exc, FluxAPIError):
-        if exc.status in (400, 422):
-            return f"Fix the arguments named above and call {tool} again."
-        return f"The image service had a problem: call {tool} again later, or tell the user."
-    if isinstance(exc, FluxConnectionError):
-        if exc.maybe_created:
-            return f"Do not call {tool} again now: tell the user an image may have been billed."
-        return f"Call {tool} again later, or tell the user the image service is unreachable."
-    return ""
+class _Shared:
+    """An async client and the number of calls using it."""
+
+    def __init__(self, client: AsyncFluxClient) -> None:
+        self.client = client
+        self.users = 0
 
 
-class _Progress:
-    """Turns the states seen while waiting into one event per status change."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        self._last: tuple[str, str] | None = None
-
-    def change(self, prediction: Prediction) -> dict[str, Any] | None:
-        key = (prediction.id, prediction.status)
-        if key == self._last:
-            return None
-        self._last = key
-        return {
-            "prediction_id": prediction.id,
-            "status": prediction.status,
-            "elapsed": round(time.monotonic() - self._started, 3),
-        }
+def _progress_event(progress: Progress, prediction: Prediction) -> dict[str, Any] | None:
+    """The :data:`PROGRESS_EVENT` data for a status change; None for a poll with no change."""
+    update = progress.update(prediction)
+    if not update.changed:
+        return None
+    return {
+        "prediction_id": update.prediction_id,
+        "status": update.status,
+        "elapsed": update.elapsed,
+        "message": update.message,
+    }
 
 
 def _with_prompt(args: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any]:
@@ -543,30 +593,37 @@ def _with_prompt(args: tuple[str, ...], fields: dict[str, Any]) -> dict[str, Any
     return fields
 
 
-def _describe_url(url: str) -> str:
-    if not url.startswith("data:"):
-        return url
-    # An inline image would flood the model's context: name it instead.
-    media_type = url[5:].split(";", 1)[0].split(",", 1)[0] or "image"
-    kilobytes = len(url) * 3 // 4 // 1024
-    return f"(inline {media_type} data, about {kilobytes} KB, not shown)"
+def _os_error_text(exc: OSError) -> str:
+    """An OS error without the kilobytes a file name may hold (a base64 string, say)."""
+    reason = exc.strerror or type(exc).__name__
+    if exc.filename is not None:
+        return f"{reason}: {safe_text(str(exc.filename), 120)}"
+    return safe_text(str(exc) or reason, _MAX_ERROR_TEXT)
 
 
-def _image_content(url: str) -> dict[str, Any]:
-    """An image content block for ``url`` (an ``https:`` URL or a ``data:`` URI)."""
-    base64_data = mime_type = None
-    if url.startswith("data:") and ";base64," in url[:100]:
-        header, base64_data = url.split(",", 1)
-        mime_type = header[5:].split(";", 1)[0] or None
-    if _image_block is not None:
-        if base64_data is not None:
-            return dict(_image_block(base64=base64_data, mime_type=mime_type or "image/png"))
-        return dict(_image_block(url=url))
-    if base64_data is not None:  # pragma: no cover - langchain-core 0.3
-        return {
-            "type": "image",
-            "source_type": "base64",
-            "data": base64_data,
-            "mime_type": mime_type,
-        }
-    return {"type": "image", "source_type": "url", "url": url}  # pragma: no cover
+def _save_error_text(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return _os_error_text(exc)
+    text = str(exc) if isinstance(exc, FluxError) else f"{type(exc).__name__}: {exc}"
+    return safe_text(text, _MAX_ERROR_TEXT)
+
+
+def _inline_name(url: str) -> str:
+    """An inline output named without its payload, nor a ``data:`` a model might pass on."""
+    media_type = safe_text(url[5:].split(";", 1)[0].split(",", 1)[0], 40) or "image"
+    return f"{media_type} data, about {len(url) * 3 // 4 // 1024} KB, not shown"
+
+
+def _image_content(url: str) -> dict[str, Any] | None:
+    """A standard image content block for ``url``: an http(s) URL, or an inline ``data:``
+    image as base64. Anything else (another scheme, a non-image data URI) gets no block: a
+    provider could not fetch it; the text still names it."""
+    if url.startswith("data:"):
+        header, sep, data = url.partition(",")
+        mime_type = header[5:].split(";", 1)[0].lower()
+        if not sep or not header.endswith(";base64") or not mime_type.startswith("image/"):
+            return None
+        return dict(create_image_block(base64=data, mime_type=mime_type))
+    if url.lower().startswith(("https://", "http://")):
+        return dict(create_image_block(url=url))
+    return None

@@ -24,6 +24,9 @@ def _configure_logging(level: str) -> None:
     root.setLevel(level)
     for noisy in ("httpx2", "httpx", "httpcore", "httpcore2", "mcp", "uvicorn.error"):
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
+    # The ids of the predictions created (each may be billed) are logged at any level: after a
+    # crash, the log is where a user finds them again (get_prediction).
+    logging.getLogger("mcp_server.predictions").setLevel(logging.INFO)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

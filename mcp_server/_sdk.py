@@ -9,18 +9,22 @@ The SDK objects are looked up by name so that type checking under either line st
 from __future__ import annotations
 
 import base64
+import contextvars
 import importlib
 import importlib.util
 import inspect
+import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Protocol
 
 import anyio
 import mcp.types as types
-from mcp.shared.message import ServerMessageMetadata
-from pydantic import BaseModel, ConfigDict
+from mcp.shared.message import ServerMessageMetadata, SessionMessage
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+logger = logging.getLogger("mcp_server")
 SDK_LINE = 2 if importlib.util.find_spec("mcp.server.mcpserver") is not None else 1
 _PACKAGE = "mcp.server.mcpserver" if SDK_LINE == 2 else "mcp.server.fastmcp"
 _server_module = importlib.import_module(_PACKAGE)
@@ -40,6 +44,9 @@ ResourceLink = types.ResourceLink
 TEMPLATE_VARIABLE = "stem"
 #: How long a client may take to answer ``roots/list`` before the call goes on without roots.
 ROOTS_TIMEOUT = 10.0
+#: MCP Apps (``io.modelcontextprotocol/ui``): the extension's id and the MIME type of its views.
+APPS_EXTENSION = "io.modelcontextprotocol/ui"
+APP_MIME_TYPE = "text/html;profile=mcp-app"
 
 
 class Reporter(Protocol):
@@ -53,6 +60,16 @@ class NoRoots(Exception):
 
 
 @dataclass(frozen=True)
+class ClientInfo:
+    """Who is calling: the ``clientInfo`` name it gave, and whether it renders MCP Apps."""
+
+    #: ``clientInfo.name`` from ``initialize`` (None when the client sent none).
+    name: str | None = None
+    #: The client declared the MCP Apps extension with the ``text/html;profile=mcp-app`` type.
+    apps: bool = False
+
+
+@dataclass(frozen=True)
 class CallContext:
     """What a tool handler may ask of the client during one call."""
 
@@ -60,6 +77,8 @@ class CallContext:
     report: Reporter
     #: The client's roots as URIs (``roots/list``); raises :class:`NoRoots` or the SDK's error.
     roots: Callable[[], Awaitable[list[str]]]
+    #: The calling client, as it introduced itself.
+    client: ClientInfo = field(default_factory=ClientInfo)
 
 
 ToolHandler = Callable[[CallContext, dict[str, Any]], Awaitable[types.CallToolResult]]
@@ -84,6 +103,9 @@ class ToolSpec:
     destructive: bool = False
     idempotent: bool = False
     open_world: bool = True
+    #: Whether a call with these (raw) arguments needs the client's roots (a local path).
+    #: Under protocol 2026-07-28 they are asked for before the call runs (the SDK's resolver).
+    wants_roots: Callable[[dict[str, Any]], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,22 @@ class TemplateSpec:
     description: str
     mime_type: str
     reader: Callable[[str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class AppSpec:
+    """An MCP App view: a ``ui://`` HTML resource the named tools' results are shown in.
+
+    Hosts that render Apps fetch it and show each result of those tools in it; other clients
+    see the tools and results exactly as without it (the link is only ``_meta`` in tools/list).
+    """
+
+    uri: str
+    name: str
+    title: str
+    description: str
+    html: str
+    tools: Sequence[str]
 
 
 @dataclass(frozen=True)
@@ -128,8 +166,10 @@ def _reporter(ctx: Any) -> Reporter:
 _ROOTS_CAPABILITY = types.ClientCapabilities.model_validate({"roots": {}})
 
 
-def _roots(ctx: Any) -> Callable[[], Awaitable[list[str]]]:
+def _roots(ctx: Any, resolved: Any = None) -> Callable[[], Awaitable[list[str]]]:
     async def roots() -> list[str]:
+        if resolved is not None:  # 2026-07-28: the SDK asked with the call (InputRequiredResult)
+            return [str(root.uri) for root in resolved.roots]
         request_context = ctx.request_context
         session = request_context.session
         if not session.check_client_capability(_ROOTS_CAPABILITY):
@@ -147,21 +187,150 @@ def _roots(ctx: Any) -> Callable[[], Awaitable[list[str]]]:
     return roots
 
 
-def _tool(spec: ToolSpec) -> Any:
-    async def call(ctx: Any, arguments: dict[str, Any]) -> types.CallToolResult:
-        return await spec.handler(CallContext(_reporter(ctx), _roots(ctx)), arguments)
+#: From protocol 2026-07-28 a server cannot send ``roots/list`` as a request: the SDK's resolvers
+#: (2.x) ask the client for them with the call's own result, then run the tool with the answer.
+MODERN_PROTOCOL = "2026-07-28"
 
-    # What the SDK inspects: a context parameter and a result validated against output_model.
+
+def _roots_resolver(spec: ToolSpec) -> Any:
+    """2.x: a resolver that asks for the client's roots, under the 2026-07-28 era only, when the
+    call needs them and the client declared them. None otherwise (the older era asks mid-call)."""
+    resolve: Any = importlib.import_module("mcp.server.mcpserver.resolve")
+    version: Any = importlib.import_module("mcp_types.version")
+    wants = spec.wants_roots
+
+    async def client_roots(ctx: Any) -> Any:
+        protocol = getattr(ctx, "protocol_version", None)
+        if not protocol or not version.is_version_at_least(protocol, MODERN_PROTOCOL):
+            return None
+        capabilities = getattr(ctx, "client_capabilities", None)
+        if capabilities is None or capabilities.roots is None:
+            return None
+        params = ctx.request_context.params or {}
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        if wants is None or not isinstance(arguments, dict) or not wants(arguments):
+            return None
+        return resolve.ListRoots()
+
+    client_roots.__annotations__ = {"ctx": _Context, "return": resolve.ListRoots | None}
+    client_roots.__qualname__ = f"client_roots_{spec.name}"
+    return resolve.Resolve(client_roots)
+
+
+#: Set by the HTTP front (``mcp_server.http``) in each request's ASGI scope: an event set when
+#: that HTTP request's connection is gone.
+CLIENT_GONE_KEY = "flux_mcp.client_gone"
+
+
+def _client_gone(ctx: Any) -> anyio.Event | None:
+    """The event of this call's HTTP connection going away, over HTTP (None on stdio)."""
+    try:
+        request = ctx.request_context.request
+    except Exception:
+        return None
+    scope = getattr(request, "scope", None)
+    event = scope.get(CLIENT_GONE_KEY) if isinstance(scope, dict) else None
+    return event if isinstance(event, anyio.Event) else None
+
+
+class ClientGone(Exception):
+    """The HTTP client dropped the connection mid-call (without notifications/cancelled)."""
+
+
+async def _unless_gone(
+    work: Callable[[], Awaitable[types.CallToolResult]], gone: anyio.Event
+) -> types.CallToolResult:
+    """Run ``work``; if the client's connection drops first, cancel it, as a cancel from the
+    client would (the prediction the call owns is canceled upstream; stdio does the same)."""
+    box: dict[str, Any] = {}
+
+    async def run(scope: anyio.CancelScope) -> None:
+        try:
+            box["result"] = await work()
+        except Exception as exc:
+            box["error"] = exc
+        finally:
+            scope.cancel()
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        await gone.wait()
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, tg.cancel_scope)
+        tg.start_soon(watch, tg.cancel_scope)
+    if "error" in box:
+        raise box["error"]
+    if "result" in box:
+        return box["result"]  # type: ignore[no-any-return]
+    raise ClientGone("the client closed the connection before the call finished")
+
+
+def _client_info(ctx: Any) -> ClientInfo:
+    """The calling client's name and Apps support, under either line (never raises)."""
+    try:
+        session = ctx.request_context.session
+        params = getattr(session, "client_params", None)
+        info = getattr(params, "client_info", None) or getattr(params, "clientInfo", None)
+        capabilities = getattr(session, "client_capabilities", None) or getattr(
+            params, "capabilities", None
+        )
+    except Exception:  # outside a request, or an SDK that names these otherwise
+        return ClientInfo()
+    name = getattr(info, "name", None)
+    declared: dict[str, Any] = {}
+    if isinstance(capabilities, BaseModel):
+        declared = capabilities.model_dump(by_alias=True, exclude_none=True)
+    settings = (declared.get("extensions") or {}).get(APPS_EXTENSION)
+    mime_types = settings.get("mimeTypes") if isinstance(settings, dict) else None
+    apps = isinstance(mime_types, list) and APP_MIME_TYPE in mime_types
+    return ClientInfo(name=name if isinstance(name, str) else None, apps=apps)
+
+
+_calling: contextvars.ContextVar[ClientInfo] = contextvars.ContextVar("calling")
+
+
+def calling_client() -> ClientInfo:
+    """The client of the tool call being handled (an unnamed one outside a call)."""
+    return _calling.get(ClientInfo())
+
+
+def _tool(spec: ToolSpec, *, output_schema: bool, meta: dict[str, Any] | None) -> Any:
+    async def call(ctx: Any, arguments: dict[str, Any], roots: Any = None) -> types.CallToolResult:
+        client = _client_info(ctx)
+        token = _calling.set(client)
+        context = CallContext(_reporter(ctx), _roots(ctx, roots), client)
+        gone = _client_gone(ctx)
+        try:
+            if gone is None:
+                return await spec.handler(context, arguments)
+            return await _unless_gone(lambda: spec.handler(context, arguments), gone)
+        finally:
+            _calling.reset(token)
+
+    # What the SDK inspects: a context parameter and a result validated against output_model;
+    # on 2.x, the client's roots resolved before the call under the 2026-07-28 era.
     returns = Annotated[types.CallToolResult, spec.output_model]
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_Context)
+    ]
+    hints: dict[str, Any] = {"ctx": _Context, "return": returns}
+    if SDK_LINE == 2 and spec.wants_roots is not None:
+        roots_type = Annotated[Any, _roots_resolver(spec)]
+        parameters.append(
+            inspect.Parameter(
+                "roots", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=roots_type
+            )
+        )
+        hints["roots"] = roots_type
     call.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_Context)],
-        return_annotation=returns,
+        parameters, return_annotation=returns
     )
-    call.__annotations__ = {"ctx": _Context, "return": returns}
+    call.__annotations__ = hints
     call.__name__ = spec.name
+    # The tool's title is published at the top level; annotations carry the hints only.
     annotations = types.ToolAnnotations.model_validate(
         {
-            "title": spec.title,
             "readOnlyHint": spec.read_only,
             "destructiveHint": spec.destructive,
             "idempotentHint": spec.idempotent,
@@ -175,11 +344,85 @@ def _tool(spec: ToolSpec) -> Any:
         description=spec.description,
         context_kwarg="ctx",
         annotations=annotations,
+        meta=meta,
         structured_output=True,
     )
     tool.fn_metadata.arg_model = _RawArguments
-    tool.parameters = spec.input_schema
+    tool.parameters = lean_schema(spec.input_schema)
+    # Published once per output model (the first tool returning it); both lines validate the
+    # structured content against the model only where a schema is published.
+    tool.fn_metadata.output_schema = (
+        lean_schema(spec.output_model.model_json_schema(), output=True) if output_schema else None
+    )
     return tool
+
+
+# -- what tools/list publishes -------------------------------------------------------------------
+# Every conversation pays for tools/list. pydantic's schemas carry a title on every property (the
+# field name again), nullable fields as anyOf [X, null], and shared models as $defs: what a
+# model reads is the same with less. Nothing is retyped: the schema is derived, then trimmed.
+
+
+def lean_schema(schema: dict[str, Any], *, output: bool = False) -> dict[str, Any]:
+    """A JSON schema as tools/list publishes it: the same constraints, fewer bytes.
+
+    Drops the ``title`` keywords (pydantic's restatement of each name), inlines ``$defs`` and
+    leaves out the top-level description (the tool's description says it). An optional
+    parameter that may be null (``anyOf: [X, {"type": "null"}]``, default null) becomes ``X``
+    with no default: leaving it out is how a model says "not given" (this server also takes a
+    null). Every parameter keeps its type, description, default, enum and range.
+
+    ``output=True``, for output schemas (which clients validate and no model reads): nulls stay
+    allowed (``"type": [t, "null"]``, as the structured content holds them), and descriptions
+    and defaults are dropped.
+    """
+    definitions = schema.get("$defs", {})
+    dropped = {"title", "$defs", *(("description", "default") if output else ())}
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        if "$ref" in node and node["$ref"].startswith("#/$defs/"):
+            target = definitions[node["$ref"].removeprefix("#/$defs/")]
+            node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in dropped:
+                continue
+            if key == "properties":
+                out[key] = {name: walk(prop) for name, prop in value.items()}
+            else:
+                out[key] = walk(value)
+        return _nullable(out, keep_null=output)
+
+    lean: dict[str, Any] = walk(schema)
+    lean.pop("description", None)
+    return lean
+
+
+def _nullable(node: dict[str, Any], *, keep_null: bool) -> dict[str, Any]:
+    options = node.get("anyOf")
+    if not isinstance(options, list) or len(options) != 2 or {"type": "null"} not in options:
+        return node
+    [other] = [option for option in options if option != {"type": "null"}]
+    if not isinstance(other, dict) or not isinstance(other.get("type"), str):
+        return node
+    if not keep_null and node.get("default", ...) is not None:
+        return node  # a null that is more than "not given": keep it as declared
+    merged = {**other, **{k: v for k, v in node.items() if k != "anyOf"}}
+    if keep_null:
+        merged["type"] = [other["type"], "null"]
+    else:
+        merged.pop("default")
+    return merged
+
+
+def _app_meta(uri: str) -> dict[str, Any]:
+    # The nested key of the Apps spec (2026-01-26); the flat "ui/resourceUri" of its drafts
+    # would add its bytes to every conversation for hosts that all read this one now.
+    return {"ui": {"resourceUri": uri}}
 
 
 def _template_reader(spec: TemplateSpec) -> Callable[..., Awaitable[bytes]]:
@@ -201,6 +444,36 @@ def _security(options: HTTPOptions) -> Any:
     )
 
 
+def _apps_extension(app: AppSpec) -> Any:
+    """2.x: the SDK's own MCP Apps extension, serving the view and advertising the capability."""
+    apps_module: Any = importlib.import_module("mcp.server.apps")
+    apps = apps_module.Apps()
+    apps.add_html_resource(
+        app.uri,
+        app.html,
+        name=app.name,
+        title=app.title,
+        description=app.description,
+        # No domains at all: the view may load and connect to nothing.
+        csp=apps_module.ResourceCsp(),
+        prefers_border=True,
+    )
+    return apps
+
+
+def _app_resource_v1(app: AppSpec) -> Any:
+    resources: Any = importlib.import_module(f"{_PACKAGE}.resources")
+    return resources.TextResource(
+        uri=app.uri,
+        name=app.name,
+        title=app.title,
+        description=app.description,
+        mime_type=APP_MIME_TYPE,
+        text=app.html,
+        meta={"ui": {"csp": {}, "prefersBorder": True}},
+    )
+
+
 class SDKServer:
     """The SDK's server with our tools and resources, whichever line is installed."""
 
@@ -215,9 +488,18 @@ class SDKServer:
         templates: Sequence[TemplateSpec],
         http: HTTPOptions | None = None,
         log_level: str = "INFO",
+        app: AppSpec | None = None,
     ) -> None:
         self._http = http
-        built = [_tool(spec) for spec in tools]
+        bound = set(app.tools) if app is not None else set()
+        published: set[type[BaseModel]] = set()
+        built = []
+        for spec in tools:
+            first = spec.output_model not in published
+            published.add(spec.output_model)
+            meta = _app_meta(app.uri) if app is not None and spec.name in bound else None
+            built.append(_tool(spec, output_schema=first, meta=meta))
+        extensions = [_apps_extension(app)] if app is not None and SDK_LINE == 2 else []
         if SDK_LINE == 2:
             self._impl: Any = _ServerClass(
                 name=name,
@@ -225,6 +507,7 @@ class SDKServer:
                 version=version,
                 instructions=instructions,
                 tools=built,
+                extensions=extensions,
                 log_level=log_level,
             )
         else:
@@ -240,16 +523,26 @@ class SDKServer:
             )
             # FastMCP takes no version; the low-level server reports this one at initialize.
             self._impl._mcp_server.version = version
-        for spec in templates:
+            if app is not None:  # 1.x has no Apps helpers: the same resource, by hand
+                self._impl.add_resource(_app_resource_v1(app))
+        for template in templates:
             self._impl.resource(
-                spec.uri_template,
-                name=spec.name,
-                description=spec.description,
-                mime_type=spec.mime_type,
-            )(_template_reader(spec))
+                template.uri_template,
+                name=template.name,
+                description=template.description,
+                mime_type=template.mime_type,
+            )(_template_reader(template))
 
     async def run_stdio(self) -> None:
-        await self._impl.run_stdio_async()
+        # The SDK's run_stdio_async(), with unreadable messages answered (_answer_unreadable).
+        stdio_server = importlib.import_module("mcp.server.stdio").stdio_server
+        lowlevel = self._impl._lowlevel_server if SDK_LINE == 2 else self._impl._mcp_server
+        async with stdio_server() as (read_stream, write_stream):
+            forward, receive = anyio.create_memory_object_stream[Any](0)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_answer_unreadable, read_stream, forward, write_stream)
+                await lowlevel.run(receive, write_stream, lowlevel.create_initialization_options())
+                tg.cancel_scope.cancel()
 
     def http_app(self) -> Any:
         """The streamable HTTP ASGI app (its lifespan runs the session manager)."""
@@ -262,6 +555,90 @@ class SDKServer:
                 host=self._http.host,
             )
         return self._impl.streamable_http_app()
+
+
+# -- messages the SDK cannot read -----------------------------------------------------------------
+# Over stdio the SDK drops a line it cannot parse (nested too deep, a number too large, a lone
+# surrogate, bad JSON, not JSON-RPC) without a word: the caller waits for its own timeout. Here
+# each one gets a JSON-RPC error naming the limit. (Over HTTP the SDK answers 400 by itself.)
+
+_PARSER_LIMITS = (
+    ("recursion limit", "is nested deeper than the JSON parser's limit of about 200 levels"),
+    ("number out of range", "holds a number larger than the JSON parser's limit (4300 digits)"),
+    ("hex escape", "holds a lone UTF-16 surrogate escape such as \\ud800 (not valid Unicode)"),
+    ("surrogate", "holds a lone UTF-16 surrogate escape such as \\ud800 (not valid Unicode)"),
+)
+_HUGE = object()
+
+
+def _lenient_id(raw: Any) -> tuple[bool, str | int | None]:
+    """(is a notification, the request id) read leniently from an unreadable message."""
+    doc = raw
+    if isinstance(raw, (str, bytes)) and len(raw) <= 64 * 1024 * 1024:
+        try:
+            doc = json.loads(raw, parse_int=lambda s: int(s) if len(s) <= 4000 else _HUGE)
+        except (ValueError, RecursionError):
+            return False, None
+    if not isinstance(doc, dict):
+        return False, None
+    ident = doc.get("id")
+    if "id" not in doc and isinstance(doc.get("method"), str):
+        return True, None
+    if isinstance(ident, bool) or not isinstance(ident, (str, int)):
+        return False, None
+    if isinstance(ident, str) and len(ident) > 200:
+        return False, None
+    return False, ident
+
+
+def unreadable_reply(exc: Exception) -> dict[str, Any] | None:
+    """The JSON-RPC error answering a message the SDK could not read (None: a notification)."""
+    errors = [dict(e) for e in exc.errors()] if isinstance(exc, ValidationError) else []
+    first: dict[str, Any] = errors[0] if errors else {}
+    # The raw line (a parse error), or the message as a dict (a missing field's input).
+    notification, ident = False, None
+    for error in errors:
+        notification, ident = _lenient_id(error.get("input"))
+        if notification or ident is not None:
+            break
+    if notification:
+        return None
+    detail = str(first.get("msg") or type(exc).__name__)[:200]
+    if first.get("type") == "json_invalid":
+        why = next((hint for key, hint in _PARSER_LIMITS if key in detail), "is not valid JSON")
+        code, text = -32700, f"Parse error: the message {why} ({detail})."
+    else:
+        where = ".".join(str(part) for part in first.get("loc", ())[1:])[:100]
+        code = -32600
+        text = (
+            "Invalid request: not a JSON-RPC 2.0 request, notification or response "
+            f"({where + ': ' if where else ''}{detail})."
+        )
+    return {"jsonrpc": "2.0", "id": ident, "error": {"code": code, "message": text}}
+
+
+def _session_message(reply: dict[str, Any]) -> Any:
+    error = types.JSONRPCError.model_construct(
+        jsonrpc="2.0",
+        id=reply["id"],
+        error=types.ErrorData.model_construct(**reply["error"]),
+    )
+    if SDK_LINE == 1:  # 1.x wraps messages in a root model
+        sdk_types: Any = types
+        return SessionMessage(sdk_types.JSONRPCMessage.model_construct(root=error))
+    return SessionMessage(error)
+
+
+async def _answer_unreadable(read_stream: Any, forward: Any, write_stream: Any) -> None:
+    async with forward:
+        async for item in read_stream:
+            if isinstance(item, Exception):
+                reply = unreadable_reply(item)
+                logger.warning("unreadable message on stdin: %s", (reply or {}).get("error"))
+                if reply is not None:
+                    await write_stream.send(_session_message(reply))
+                continue
+            await forward.send(item)
 
 
 # -- result content ------------------------------------------------------------------------------
@@ -297,10 +674,13 @@ def resource_link(
 def tool_result(
     content: Sequence[types.TextContent | types.ImageContent | types.ResourceLink],
     structured: dict[str, Any],
+    meta: dict[str, Any] | None = None,
 ) -> types.CallToolResult:
-    return types.CallToolResult.model_validate(
-        {"content": list(content), "structuredContent": structured, "isError": False}
-    )
+    data: dict[str, Any] = {"content": list(content), "structuredContent": structured}
+    data["isError"] = False
+    if meta:
+        data["_meta"] = meta
+    return types.CallToolResult.model_validate(data)
 
 
 def wire_size(result: types.CallToolResult) -> int:
@@ -309,10 +689,14 @@ def wire_size(result: types.CallToolResult) -> int:
 
 
 __all__ = [
+    "APPS_EXTENSION",
+    "APP_MIME_TYPE",
     "SDK_LINE",
     "TEMPLATE_VARIABLE",
+    "AppSpec",
     "CallContext",
     "CallToolResult",
+    "ClientInfo",
     "HTTPOptions",
     "NoRoots",
     "Reporter",
@@ -322,7 +706,9 @@ __all__ = [
     "TemplateSpec",
     "ToolError",
     "ToolSpec",
+    "calling_client",
     "image_content",
+    "lean_schema",
     "resource_link",
     "text_content",
     "tool_result",

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flux_tools._registry import MODELS
+from flux_tools import MODELS
 
 from . import _sdk
 
@@ -42,6 +42,19 @@ class ModelInfo(BaseModel):
     edits_images: bool = Field(description="Whether it can edit an input image (edit_image).")
     outputs: str = Field(description="How many images one call makes.")
     fields: list[str] = Field(description="Its parameters (the tool's arguments when chosen).")
+    price_usd: float | None = Field(
+        default=None, description="Rough cost of one default (1 megapixel) image, in USD."
+    )
+    price_unit: str | None = Field(default=None, description="image or megapixel.")
+    price_estimated: bool | None = Field(
+        default=None, description="Whether the price is an estimate rather than published."
+    )
+    typical_seconds: float | None = Field(default=None, description="Usual run time, seconds.")
+    speed: str | None = Field(default=None, description="The usual run time, in words.")
+    image_fields: dict[str, int] = Field(
+        default_factory=dict, description="Its image input fields, each with how many images."
+    )
+    max_edit_images: int = Field(default=0, description="How many images an edit takes.")
 
 
 class ModelList(BaseModel):

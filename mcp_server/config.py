@@ -15,11 +15,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from flux_tools import DEFAULT_MODEL, MODELS, __version__
-from flux_tools._client import resolve_base_url
-from flux_tools._exceptions import TOKEN_ENV_VARS
-from flux_tools._image_inputs import DEFAULT_MAX_IMAGE_BYTES, IMAGE_DIRS_ENV
-from flux_tools._registry import DEFAULT_EDIT_MODEL, ModelSpec, edit_spec, model_spec
+from flux_tools import (
+    DEFAULT_EDIT_MODEL,
+    DEFAULT_MAX_IMAGE_BYTES,
+    DEFAULT_MODEL,
+    IMAGE_DIRS_ENV,
+    MODELS,
+    ConfigError,
+    EnvVar,
+    ModelSpec,
+    Settings,
+    __version__,
+    edit_spec,
+    model_spec,
+)
+from flux_tools import ENVIRONMENT as CORE_ENVIRONMENT
 
 Transport = Literal["stdio", "streamable-http"]
 
@@ -32,10 +42,10 @@ DEFAULT_PORT = 8000
 MAX_IMAGE_BYTES_RANGE = (1, 100 * 1024 * 1024)
 LOOPBACK_NAMES = ("localhost",)
 OFF_WORDS = ("0", "off", "false", "no", "none")
-
-
-class ConfigError(Exception):
-    """The configuration cannot work; the message says which variable or flag to change."""
+#: What a finished result carries besides its text (always there) and structured content.
+CONTENT_PARTS = ("text", "links", "preview")
+#: FLUX_MCP_CONTENT's default: by client (see results.content_for), else everything.
+CONTENT_AUTO = "auto"
 
 
 def default_output_dir(home: Path | None = None) -> Path:
@@ -56,17 +66,12 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True)
 class Config:
-    """Everything the server needs. The tokens are kept out of the repr."""
+    """Everything the server needs: the core's :class:`~flux_tools.Settings` (token, API, models,
+    image folders and cap), plus the server's own settings. The tokens are kept out of the repr.
+    """
 
-    api_token: str | None = field(repr=False)
-    base_url: str
-    model: str
+    settings: Settings
     output_dir: Path
-    #: The model of ``edit_image`` (one that can edit).
-    edit_model: str = DEFAULT_EDIT_MODEL
-    #: Folders local input images may be read from, beside the output folder and the roots.
-    image_dirs: tuple[Path, ...] = ()
-    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     wait_seconds: float = DEFAULT_WAIT_SECONDS
     cancel_after: float = DEFAULT_CANCEL_AFTER
     #: Longest side of the inline preview in pixels; 0 turns the preview off.
@@ -78,20 +83,68 @@ class Config:
     auth_token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
     log_level: str = "INFO"
+    #: FLUX_MCP_CONTENT: "auto", or the parts of CONTENT_PARTS a result carries ("text+links").
+    content: str = CONTENT_AUTO
+    #: FLUX_MCP_VIEWER: name the MCP App image viewer on the image tools (hosts with Apps).
+    viewer: bool = True
+
+    # The core's settings, by the names the server has always used.
+    @property
+    def api_token(self) -> str | None:
+        return self.settings.token
 
     @property
     def has_token(self) -> bool:
-        return bool(self.api_token)
+        return self.settings.has_token
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.base_url
+
+    @property
+    def model(self) -> str:
+        return self.settings.model
+
+    @property
+    def edit_model(self) -> str:
+        return self.settings.edit_model
+
+    @property
+    def image_dirs(self) -> tuple[Path, ...]:
+        """Folders local input images may be read from, beside the output folder and roots."""
+        return self.settings.image_dirs
+
+    @property
+    def max_image_bytes(self) -> int:
+        return self.settings.max_image_bytes
+
+
+#: The server's own variables, beside the core's (:data:`flux_tools.ENVIRONMENT`): the README's
+#: configuration table and ``flux-mcp --help`` are checked against both.
+ENVIRONMENT: tuple[EnvVar, ...] = (
+    EnvVar("FLUX_OUTPUT_DIR", "MCP", "where images are saved (an absolute path)"),
+    EnvVar("FLUX_MCP_WAIT_SECONDS", "MCP", "how long one tool call waits for the image"),
+    EnvVar("FLUX_MCP_PREVIEW", "MCP", "off, or the longest side of the inline preview"),
+    EnvVar("FLUX_MCP_CONTENT", "MCP", "what a finished result carries beside its text"),
+    EnvVar("FLUX_MCP_VIEWER", "MCP", "off to leave out the MCP App image viewer"),
+    EnvVar("FLUX_MCP_MAX_IMAGE_BYTES", "MCP", "largest local image sent as an input"),
+    EnvVar("FLUX_MCP_AUTH_TOKEN", "MCP", "bearer token of the HTTP transport"),
+    EnvVar("FLUX_MCP_LOG_LEVEL", "MCP", "DEBUG, INFO, WARNING or ERROR"),
+    EnvVar("FLUX_MCP_CANCEL_AFTER", "MCP", "seconds after which the API stops a prediction"),
+    EnvVar("FLUX_MCP_HOST", "MCP", "HTTP interface to bind"),
+    EnvVar("FLUX_MCP_PORT", "MCP", "HTTP port"),
+    EnvVar("FLUX_MCP_STATELESS", "MCP", "HTTP without sessions"),
+    EnvVar("FLUX_MCP_ALLOWED_HOSTS", "MCP", "Host headers accepted (comma-separated)"),
+)
 
 
 def _parser() -> argparse.ArgumentParser:
+    names = ", ".join(var.name for var in (*CORE_ENVIRONMENT, *ENVIRONMENT))
     parser = argparse.ArgumentParser(
         prog="flux-mcp",
         description="MCP server for FLUX image generation. Serves over stdio by default. "
-        "Settings come from the environment (FLUX_API_TOKEN, FLUX_BASE_URL, FLUX_MODEL, "
-        "FLUX_EDIT_MODEL, FLUX_OUTPUT_DIR, FLUX_IMAGE_DIRS, FLUX_MCP_WAIT_SECONDS, "
-        "FLUX_MCP_PREVIEW, FLUX_MCP_MAX_IMAGE_BYTES, FLUX_MCP_AUTH_TOKEN); "
-        "flags override them. The API token is read only from the environment.",
+        f"Settings come from the environment ({names}); flags override them. The API token "
+        "is read only from the environment.",
     )
     parser.add_argument("--transport", choices=["stdio", "streamable-http"], help="default: stdio")
     parser.add_argument("--host", help="HTTP interface to bind (default 127.0.0.1)")
@@ -146,6 +199,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-preview", action="store_true", help="return no inline preview image")
     parser.add_argument(
+        "--content",
+        help="what a result carries (env FLUX_MCP_CONTENT): auto (default: text for LangChain's "
+        "MCP clients, everything for the others), or text, text+links, text+preview, "
+        "text+links+preview",
+    )
+    parser.add_argument(
+        "--no-viewer",
+        action="store_true",
+        help="do not offer the MCP App image viewer (env FLUX_MCP_VIEWER=off)",
+    )
+    parser.add_argument(
         "--log-level", help="DEBUG, INFO, WARNING or ERROR (env FLUX_MCP_LOG_LEVEL)"
     )
     parser.add_argument("--version", action="version", version=f"flux-mcp {__version__}")
@@ -180,6 +244,20 @@ def _check_side(side: int) -> int:
     if side != 0 and not 64 <= side <= 2048:
         raise ConfigError(f"The preview size must be 0 (off) or 64-2048 pixels, got {side}.")
     return side
+
+
+def _content(text: str, source: str) -> str:
+    """``auto``, or a ``+``-joined set of CONTENT_PARTS with ``text``, in their canonical order."""
+    value = text.strip().lower()
+    if value == CONTENT_AUTO:
+        return value
+    parts = {part.strip() for part in value.replace(",", "+").split("+") if part.strip()}
+    if "text" not in parts or not parts <= set(CONTENT_PARTS):
+        raise ConfigError(
+            f"{source} must be 'auto' or text with any of links and preview: text, text+links, "
+            f"text+preview or text+links+preview; got {text!r}."
+        )
+    return "+".join(part for part in CONTENT_PARTS if part in parts)
 
 
 def _output_dir(text: str | None, source: str) -> Path:
@@ -249,7 +327,6 @@ def load_config(
     env = os.environ if environ is None else environ
     args = _parser().parse_args(argv)
 
-    token = next((env[name] for name in TOKEN_ENV_VARS if env.get(name)), None)
     known = _model(
         "--model" if args.model else "FLUX_MODEL",
         args.model or env.get("FLUX_MODEL") or DEFAULT_MODEL,
@@ -261,12 +338,23 @@ def load_config(
         edit=True,
     )
 
+    # The core reads the token, the API (FLUX_BASE_URL, or REPLICATE_BASE_URL as the official
+    # client reads it) and the image folders; --image-dir flags replace FLUX_IMAGE_DIRS.
+    core_env = {k: v for k, v in env.items() if k != IMAGE_DIRS_ENV}
     try:
-        base_url = resolve_base_url(
-            args.base_url or env.get("FLUX_BASE_URL") or env.get("REPLICATE_BASE_URL")
+        settings = Settings.from_env(
+            core_env,
+            base_url=args.base_url,
+            model=known.name,
+            edit_model=editor.name,
+            image_dirs=_image_dirs(args.image_dirs, env),
+            max_image_bytes=_max_image_bytes(args.max_image_bytes, env),
         )
+    except ConfigError:
+        raise
     except ValueError as exc:
-        raise ConfigError(f"FLUX_BASE_URL: {exc}") from None
+        name = "--base-url" if args.base_url else "FLUX_BASE_URL"
+        raise ConfigError(str(exc) if "FLUX_" in str(exc) else f"{name}: {exc}") from None
 
     if args.output_dir:
         output_dir = _output_dir(args.output_dir, "--output-dir")
@@ -333,14 +421,15 @@ def load_config(
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"The log level must be DEBUG, INFO, WARNING or ERROR, got {level!r}.")
 
+    content = _content(
+        args.content or env.get("FLUX_MCP_CONTENT") or CONTENT_AUTO,
+        "--content" if args.content else "FLUX_MCP_CONTENT",
+    )
+    viewer = not args.no_viewer and env.get("FLUX_MCP_VIEWER", "").strip().lower() not in OFF_WORDS
+
     return Config(
-        api_token=token,
-        base_url=base_url,
-        model=known.name,
+        settings=settings,
         output_dir=output_dir,
-        edit_model=editor.name,
-        image_dirs=_image_dirs(args.image_dirs, env),
-        max_image_bytes=_max_image_bytes(args.max_image_bytes, env),
         wait_seconds=wait,
         cancel_after=cancel_after,
         preview_side=preview,
@@ -351,4 +440,21 @@ def load_config(
         auth_token=auth_token,
         allowed_hosts=allowed,
         log_level=level,
+        content=content,
+        viewer=viewer,
     )
+
+
+__all__ = [
+    "DEFAULT_CANCEL_AFTER",
+    "DEFAULT_PORT",
+    "DEFAULT_PREVIEW_SIDE",
+    "DEFAULT_WAIT_SECONDS",
+    "ENVIRONMENT",
+    "Config",
+    "ConfigError",
+    "Transport",
+    "default_output_dir",
+    "is_loopback",
+    "load_config",
+]

@@ -2,6 +2,12 @@
 
 On loopback the SDK's DNS-rebinding protection guards the port against web pages; on any other
 interface a bearer token (``FLUX_MCP_AUTH_TOKEN``) is required, compared in constant time.
+
+A client that drops the connection mid-call without ``notifications/cancelled`` (the TypeScript
+SDK's ``abort()`` then ``close()``) ends the call as a cancel would: :class:`NoticeDisconnect`
+marks each request's scope with an event that its connection's end sets, and the tool call
+carried by that request is canceled when it fires (``_sdk``), so the prediction it owns is
+canceled upstream, as over stdio. (Under protocol 2026-07-28 the SDK itself does the same.)
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+import anyio
 
 from . import _sdk
 from .config import Config, is_loopback
@@ -97,6 +105,37 @@ class BearerAuth:
         await self._app(scope, receive, send)
 
 
+class NoticeDisconnect:
+    """ASGI middleware: ``scope[CLIENT_GONE_KEY]`` is an event set once the request's
+    connection is gone (whoever reads ``receive`` sees ``http.disconnect``: the SSE response
+    listens for it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        gone = anyio.Event()
+        scope[_sdk.CLIENT_GONE_KEY] = gone
+        responded = False
+
+        async def noticing_receive() -> Message:
+            message = await receive()
+            if message.get("type") == "http.disconnect" and not responded:
+                gone.set()
+            return message
+
+        async def noticing_send(message: Message) -> None:
+            nonlocal responded
+            await send(message)
+            if message.get("type") == "http.response.body" and not message.get("more_body"):
+                responded = True  # a finished response's "disconnect" is no client going away
+
+        await self._app(scope, noticing_receive, noticing_send)
+
+
 def _bind(host: str, port: int) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -110,10 +149,13 @@ def _bind(host: str, port: int) -> socket.socket:
 async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
     import uvicorn
 
-    app: ASGIApp = server.http_app()
+    app: ASGIApp = NoticeDisconnect(server.http_app())
     if config.auth_token:
         app = BearerAuth(app, config.auth_token)
     sock = _bind(config.host, config.port)
+    # Listening before the address is logged: a client that connects as soon as it reads the
+    # line (tests, supervisors) must not be refused. uvicorn's own listen() on it is harmless.
+    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     uv_config = uvicorn.Config(

@@ -15,11 +15,30 @@ from pathlib import Path
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
-from flux_tools import Timings
-from flux_tools._preview import DEFAULT_MAX_BYTES, Preview, PreviewError, make_preview
+from flux_tools import DEFAULT_PREVIEW_BYTES as DEFAULT_MAX_BYTES
+from flux_tools import (
+    Preview,
+    PreviewError,
+    Running,
+    Timings,
+    make_preview,
+    result_text,
+    resume_step,
+    running_text,
+    safe_text,
+)
 
 from . import _sdk
 from .store import media_type, resource_uri
+from .viewer import META_KEY
+
+#: ``clientInfo.name`` of LangChain's MCP paths: ``langchain-mcp-adapters`` runs the Python SDK's
+#: ``ClientSession``, which sends the SDK's default name ``mcp`` (so does any script on that SDK
+#: that sets none); ``langchain.mcp`` runs fastmcp's ``Client`` (``fastmcp``). Both hand every
+#: block to the chat model: an image block (OpenAI's chat API takes none in tool messages) and
+#: a resource link, which becomes an image with a ``flux://`` URL no provider can fetch.
+TEXT_ONLY_CLIENTS = frozenset({"mcp", "fastmcp"})
+EVERYTHING = frozenset({"text", "links", "preview"})
 
 logger = logging.getLogger("mcp_server")
 
@@ -88,29 +107,19 @@ def _describe(seconds: float | None) -> str:
 
 
 def finished_text(done: Finished, *, previews: int) -> str:
-    count = len(done.files)
-    noun = "image" if count == 1 else f"{count} images"
-    facts = [f"prediction {done.prediction_id}"]
-    if done.seed is not None:
-        facts.append(f"seed {done.seed}")
-    verb = "Edited" if done.edited else "Generated"
-    lines = [
-        f"{verb} {noun} with {done.model}{_describe(done.timings.total)} ({', '.join(facts)})."
-    ]
-    for path in done.files:
-        lines.append(f"Saved to: {path}")
-    for url in done.urls:
-        lines.append(
-            f"URL (expires in about an hour): {url}"
-            if url.startswith("http")
-            else "URL: (inline data; see the saved file)"
-        )
-    lines.append("Resources: " + ", ".join(resource_uri(p) for p in done.files))
+    """The core's result text, with what only this server has: resource URIs, the preview,
+    how to go on editing."""
+    extra = []
     if previews:
-        lines.append("A downscaled preview is attached; the full-size image is the saved file.")
+        extra.append("A downscaled preview is attached; the full-size image is the saved file.")
     if done.follow_up:
-        lines.append(done.follow_up)
-    return "\n".join(lines)
+        extra.append(done.follow_up)
+    return result_text(
+        done,
+        verb="Edited" if done.edited else "Generated",
+        resources=[resource_uri(p) for p in done.files],
+        extra=extra,
+    )
 
 
 def finished_structured(done: Finished) -> dict[str, object]:
@@ -143,13 +152,38 @@ def _links(done: Finished) -> list[_sdk.ResourceLink]:
     ]
 
 
-async def finished_result(done: Finished, *, preview_side: int) -> _sdk.CallToolResult:
-    """Text, structured content and resource links; then previews in what is left of 1 MiB."""
+def content_parts(setting: str, client: _sdk.ClientInfo | None = None) -> frozenset[str]:
+    """What a result carries (FLUX_MCP_CONTENT): ``text`` always, ``links``, ``preview``.
+
+    ``auto``: text only for LangChain's MCP clients (:data:`TEXT_ONLY_CLIENTS`), so that nothing
+    reaches an OpenAI or Anthropic chat model that it rejects; everything for the others
+    (Claude, IDEs, MCP App hosts), which show the preview and open the links.
+    """
+    if setting != "auto":
+        return frozenset(setting.split("+")) | {"text"}
+    client = client if client is not None else _sdk.calling_client()
+    return frozenset({"text"}) if client.name in TEXT_ONLY_CLIENTS else EVERYTHING
+
+
+def viewer_meta(done: Finished) -> dict[str, object]:
+    """What the MCP App viewer needs and the result does not say (``_meta``: no model sees it)."""
+    return {META_KEY: {"prompt": done.prompt, "edited": done.edited}}
+
+
+async def finished_result(
+    done: Finished, *, preview_side: int, content: str = "auto"
+) -> _sdk.CallToolResult:
+    """Text, structured content and resource links; then previews in what is left of 1 MiB.
+
+    ``content`` (FLUX_MCP_CONTENT) leaves out the links or the previews: see content_parts.
+    """
+    parts = content_parts(content)
     structured = finished_structured(done)
-    links = _links(done)
-    want_previews = preview_side > 0
+    links = _links(done) if "links" in parts else []
+    meta = viewer_meta(done)
+    want_previews = preview_side > 0 and "preview" in parts
     text = _sdk.text_content(finished_text(done, previews=len(done.files) if want_previews else 0))
-    bare = _sdk.tool_result([text, *links], structured)
+    bare = _sdk.tool_result([text, *links], structured, meta)
     if not want_previews:
         return bare
 
@@ -158,24 +192,27 @@ async def finished_result(done: Finished, *, preview_side: int) -> _sdk.CallTool
     per_image = min(DEFAULT_MAX_BYTES, room // max(1, len(done.files)) - 200)
     if per_image < MIN_PREVIEW_BYTES:
         logger.warning("no room left for a preview in the tool result; sending none")
-        return _without_preview_note(done, structured, links)
+        return _without_preview_note(done, structured, links, meta)
     previews = await _previews(done.files, preview_side, per_image)
     if not previews:
-        return _without_preview_note(done, structured, links)
+        return _without_preview_note(done, structured, links, meta)
     images = [_sdk.image_content(p.data, p.mime_type) for p in previews]
     text = _sdk.text_content(finished_text(done, previews=len(previews)))
-    result = _sdk.tool_result([text, *links, *images], structured)
+    result = _sdk.tool_result([text, *links, *images], structured, meta)
     if _sdk.wire_size(result) > RESULT_LIMIT - RESULT_MARGIN:  # cannot happen; never risk it
         logger.warning("the result with previews would exceed 1 MiB; sending none")
-        return _without_preview_note(done, structured, links)
+        return _without_preview_note(done, structured, links, meta)
     return result
 
 
 def _without_preview_note(
-    done: Finished, structured: dict[str, object], links: Sequence[_sdk.ResourceLink]
+    done: Finished,
+    structured: dict[str, object],
+    links: Sequence[_sdk.ResourceLink],
+    meta: dict[str, object],
 ) -> _sdk.CallToolResult:
     return _sdk.tool_result(
-        [_sdk.text_content(finished_text(done, previews=0)), *links], structured
+        [_sdk.text_content(finished_text(done, previews=0)), *links], structured, meta
     )
 
 
@@ -194,27 +231,22 @@ async def _previews(files: Sequence[Path], side: int, max_bytes: int) -> list[Pr
 
 
 def pending_result(
-    *,
-    prediction_id: str,
-    model: str,
-    status: str,
-    waited: float,
-    budget: float,
-    cancel_after: float,
+    running: Running, *, model: str, budget: float, cancel_after: float
 ) -> _sdk.CallToolResult:
-    """The wait budget ran out: a normal result that says how to resume."""
-    step = (
-        f"Call get_prediction with prediction_id '{prediction_id}' to wait for it and get the "
-        "image (or cancel_prediction to stop it)."
-    )
+    """The wait budget ran out: a normal result that says how to resume (the core's words, and
+    this server's wait budget and ``Cancel-After``)."""
+    step = resume_step(running.prediction_id, resume="get_prediction", cancel="cancel_prediction")
     text = (
-        f"The image is not ready yet: prediction {prediction_id} is still {status} after "
-        f"{waited:.0f} s (this server waits at most {budget:g} s per call, to stay within the "
-        f"client's time limit). It goes on running. {step} Unless it finishes, it is canceled "
-        f"{cancel_after / 60:.0f} minutes after it was created."
+        running_text(running, resume="get_prediction", cancel="cancel_prediction")
+        + f" This server waits at most {budget:g} s per call, to stay within the client's time "
+        f"limit. Unless it finishes, it is canceled {cancel_after / 60:.0f} minutes after it "
+        "was created."
     )
     structured = ImageResult(
-        status=status, prediction_id=prediction_id, model=model, next_step=step
+        status=safe_text(running.status, 40),
+        prediction_id=safe_text(running.prediction_id, 100),
+        model=safe_text(model, 100),
+        next_step=step,
     ).model_dump(mode="json")
     return _sdk.tool_result([_sdk.text_content(text)], structured)
 

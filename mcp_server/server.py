@@ -8,6 +8,7 @@ Failures come back as error results whose text says what to change; the server k
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -15,22 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flux_tools import (
+    IMAGE_URI_PREFIXES,
+    TOKEN_ENV_VARS,
     AsyncFluxClient,
+    DownloadError,
+    FluxAPIError,
     FluxError,
+    FluxInput,
     FluxInputError,
+    GenerationResult,
+    ModelSpec,
     Prediction,
-    PredictionTimeout,
+    PredictionFailed,
+    Running,
     Timings,
     __version__,
+    edit_arguments,
+    edit_spec,
+    error_text,
+    known_model,
+    model_spec,
+    safe_text,
 )
-from flux_tools._downloads import DownloadError
-from flux_tools._exceptions import TOKEN_ENV_VARS
-from flux_tools._inputs import IMAGE_URI_PREFIXES, FluxInput
-from flux_tools._registry import ModelSpec, edit_arguments, edit_spec, known_model, model_spec
+from flux_tools import Progress as ProgressText
 
 from . import _sdk
 from .catalog import ListModelsInput, ModelList, models_result
@@ -43,9 +54,13 @@ from .results import (
     state_result,
 )
 from .roots import root_folders
-from .store import SERVED_FORMATS, URI_PREFIX, ImageStore
+from .store import RETENTION_SECONDS, SERVED_FORMATS, URI_PREFIX, ImageStore, Journal, Pending
+from .viewer import viewer_app
 
 logger = logging.getLogger("mcp_server")
+#: The record of what was created (and so may be billed): logged whatever the log level, so
+#: that a prediction can always be found again (``get_prediction``) after a crash.
+predictions_log = logging.getLogger("mcp_server.predictions")
 
 NO_TOKEN = (
     "No API token: set "
@@ -55,9 +70,8 @@ NO_TOKEN = (
     "`claude mcp add flux -e FLUX_API_TOKEN=r8_... -- flux-mcp` for Claude Code), then "
     "restart the server. Get a token at https://replicate.com/account/api-tokens."
 )
-#: How long a create request may run on after the caller went away, so that its id comes back
-#: and the prediction can be canceled rather than left billing.
-CREATE_SHIELD_SECONDS = 30.0
+#: Longest text of an error result: a refused megabyte value is never echoed whole.
+MAX_ERROR_CHARS = 4000
 
 
 class PredictionRef(BaseModel):
@@ -81,33 +95,55 @@ class GetPredictionInput(PredictionRef):
     )
 
 
-def display_name(model: str) -> str:
-    """``black-forest-labs/flux-1.1-pro`` -> ``FLUX 1.1 Pro``: for progress messages."""
-    words = model.rsplit("/", 1)[-1].split("-")
-    if words[0].lower() == "flux":
-        return " ".join(["FLUX", *(w.capitalize() if w.isalpha() else w for w in words[1:])])
-    return model
-
-
 class Progress:
-    """Progress notifications a person can read: ``FLUX Pro: processing, 4 s elapsed``."""
+    """Progress notifications a person can read: ``FLUX Pro: processing, 4 s elapsed
+    (prediction abc)``. The texts are the core's (:class:`flux_tools.Progress`); every message
+    about a prediction carries its id, so the first one a client shows tells how to recover it.
+    """
 
-    def __init__(self, report: _sdk.Reporter, label: str, started: float) -> None:
-        self._report, self._label, self._started = report, label, started
+    def __init__(self, report: _sdk.Reporter, model: str) -> None:
+        self._report = report
+        self._text = ProgressText(model)
         self._last = 0.0
 
     async def say(self, state: str) -> None:
-        elapsed = time.monotonic() - self._started
+        await self._send(self._text.note(state))
+
+    async def prediction(self, prediction: Prediction) -> None:
+        await self._send(self._text.update(prediction).message)
+
+    async def _send(self, message: str) -> None:
         # The protocol wants a strictly increasing value; seconds elapsed are, near enough.
-        self._last = max(round(elapsed, 2), self._last + 0.01)
-        message = f"{self._label}: {state}, {elapsed:.0f} s elapsed"
+        self._last = max(round(self._text.elapsed, 2), self._last + 0.01)
         try:
             await self._report(self._last, message)
         except Exception as exc:  # a client gone or confused must not fail the generation
             logger.debug("progress notification not sent: %r", exc)
 
-    async def prediction(self, prediction: Prediction) -> None:
-        await self.say(prediction.status)
+
+class Tracker:
+    """The ``on_progress`` of a generation this server owns: the moment the create answered
+    (its first state), the prediction is journaled and logged; then each state is reported.
+
+    Never raises: an error here would interrupt (and so cancel) the prediction."""
+
+    def __init__(self, tools: FluxTools, model: str, sources: dict[str, str], progress: Progress):
+        self._tools, self._model, self._sources, self._progress = tools, model, sources, progress
+        self.prediction_id: str | None = None
+
+    async def __call__(self, prediction: Prediction) -> None:
+        if self.prediction_id is None:
+            self.prediction_id = prediction.id
+            self._tools.journal.add(
+                Pending(prediction.id, self._model, time.time(), dict(self._sources))
+            )
+            predictions_log.info(
+                "prediction %s created (%s, %s)",
+                safe_text(prediction.id, 100),
+                safe_text(self._model, 100),
+                safe_text(prediction.status, 40),
+            )
+        await self._progress.prediction(prediction)
 
 
 class FluxTools:
@@ -123,6 +159,7 @@ class FluxTools:
         self.edit_model: type[FluxInput] = edit_arguments(self.edit_spec)
         self.edit_field: str = self.edit_spec.edit_field or ""
         self.store = ImageStore(config.output_dir)
+        self.journal = Journal(config.output_dir)
 
     # -- the tools --------------------------------------------------------------------------
 
@@ -145,16 +182,27 @@ class FluxTools:
     async def get_prediction(
         self, call: _sdk.CallContext, arguments: dict[str, Any]
     ) -> _sdk.CallToolResult:
-        started = time.monotonic()
+        """A watcher: waits for the prediction, never cancels it (not even when interrupted)."""
         self._require_token()
         ref = self._validate(GetPredictionInput, arguments, "get_prediction")
         saved = self.store.saved(ref.prediction_id)
         if saved:  # finished and downloaded earlier: no need to ask the API (or pay twice)
-            return await finished_result(self._from_sidecars(saved), preview_side=self._side)
-        prediction = await self.client.get(ref.prediction_id)
-        label = display_name(prediction.model or self.config.model)
-        progress = Progress(call.report, label, started)
-        return await self._follow(prediction, progress, started, budget=None if ref.wait else 0.0)
+            self.journal.remove(ref.prediction_id)
+            return await finished_result(
+                self._from_sidecars(saved), preview_side=self._side, content=self.config.content
+            )
+        progress = Progress(call.report, self.config.model)
+        try:
+            outcome = await self.client.follow(
+                ref.prediction_id,
+                budget=self.config.wait_seconds if ref.wait else 0.0,
+                on_progress=progress.prediction,
+            )
+        except PredictionFailed:
+            self.journal.remove(ref.prediction_id)
+            raise
+        entry = self.journal.get(ref.prediction_id)
+        return await self._outcome(outcome, progress, entry.sources if entry else None)
 
     async def cancel_prediction(
         self, call: _sdk.CallContext, arguments: dict[str, Any]
@@ -162,19 +210,21 @@ class FluxTools:
         self._require_token()
         ref = self._validate(PredictionRef, arguments, "cancel_prediction")
         prediction = await self.client.cancel(ref.prediction_id)
-        status = prediction.status
+        status = safe_text(prediction.status, 40)
+        pid = safe_text(prediction.id, 100)
         if status == "canceled":
-            text = f"Prediction {prediction.id} is canceled."
+            text = f"Prediction {pid} is canceled."
         elif status in ("succeeded", "failed", "aborted"):
-            text = (
-                f"Prediction {prediction.id} had already ended ({status}); nothing was canceled."
-                + (" Call get_prediction to get its image." if status == "succeeded" else "")
+            text = f"Prediction {pid} had already ended ({status}); nothing was canceled." + (
+                " Call get_prediction to get its image." if status == "succeeded" else ""
             )
         else:
-            text = f"Cancel requested for prediction {prediction.id} (status now: {status})."
+            text = f"Cancel requested for prediction {pid} (status now: {status})."
+        if status in ("canceled", "failed", "aborted"):
+            self.journal.remove(ref.prediction_id)
         return state_result(
-            prediction_id=prediction.id,
-            model=prediction.model or self.config.model,
+            prediction_id=pid,
+            model=safe_text(prediction.model or self.config.model, 100),
             status=status,
             text=text,
         )
@@ -189,16 +239,126 @@ class FluxTools:
         input_model: type[FluxInput],
         tool: str,
     ) -> _sdk.CallToolResult:
-        """Validate, resolve the image inputs, create, then follow within the wait budget."""
-        started = time.monotonic()
+        """Validate, resolve the image inputs, then create and wait within the wait budget.
+
+        The core's ``run`` owns the prediction: an interrupt (the client canceled the call, or
+        went away) cancels it upstream; the budget running out does not.
+        """
         self._require_token()
         payload = self._validate(input_model, arguments, tool, model_name=spec.name)
-        progress = Progress(call.report, display_name(spec.name), started)
+        progress = Progress(call.report, spec.name)
         image_dirs = await self._image_dirs(call, payload)
+        sources = _image_inputs(payload)
+        tracker = Tracker(self, spec.name, sources, progress)
         await progress.say("sending the request")
-        prediction = await self._create(payload, spec.name, image_dirs)
-        logger.info("prediction %s created (%s)", prediction.id, prediction.status)
-        return await self._follow(prediction, progress, started, sources=_image_inputs(payload))
+        try:
+            outcome = await self.client.run(
+                payload,
+                model=spec.name,
+                budget=self.config.wait_seconds,
+                cancel_after=self.config.cancel_after,
+                sync_wait=0,
+                image_dirs=image_dirs,
+                on_progress=tracker,
+            )
+        except PredictionFailed as exc:
+            self.journal.remove(exc.prediction_id or "")
+            raise
+        except BaseException as exc:
+            # Interrupted (the core, its owner, canceled it upstream) or timed out and canceled:
+            # nothing left to resume. Any other failure keeps its entry: the next start checks.
+            stopped = not isinstance(exc, Exception) or getattr(exc, "canceled", False)
+            if tracker.prediction_id and stopped:
+                self.journal.remove(tracker.prediction_id)
+            if tracker.prediction_id is None and _unreadable_input(exc):
+                raise _sdk.ToolError(_input_problem(exc, payload, tool)) from None
+            raise
+        return await self._outcome(outcome, progress, sources)
+
+    async def _outcome(
+        self,
+        outcome: GenerationResult | Running,
+        progress: Progress,
+        sources: dict[str, str] | None,
+    ) -> _sdk.CallToolResult:
+        """After money was spent nothing escapes raw: an unexpected failure still says which
+        prediction it was and where its image is."""
+        try:
+            return await self._deliver(outcome, progress, sources)
+        except (_sdk.ToolError, FluxError):
+            raise
+        except Exception:
+            logger.exception("unexpected error after prediction %s", outcome.prediction_id)
+            pid = safe_text(outcome.prediction_id, 100)
+            urls = outcome.urls if isinstance(outcome, GenerationResult) else []
+            where = ", ".join(safe_text(u, 2000) for u in urls if u.startswith("http"))
+            raise _sdk.ToolError(
+                f"Internal error in the FLUX MCP server after prediction {pid} was made (details "
+                "in its log). The prediction is not lost"
+                + (f": its image is at {where} for about an hour" if where else "")
+                + f". Call get_prediction with prediction_id '{pid}' to get it."
+            ) from None
+
+    async def _deliver(
+        self,
+        outcome: GenerationResult | Running,
+        progress: Progress,
+        sources: dict[str, str] | None,
+    ) -> _sdk.CallToolResult:
+        if isinstance(outcome, Running):
+            prediction = outcome.prediction
+            logger.info(
+                "prediction %s still %s at the wait budget",
+                safe_text(prediction.id, 100),
+                safe_text(prediction.status, 40),
+            )
+            return self._pending(prediction, outcome.waited)
+        await progress.say(f"{safe_text(outcome.status, 40)}, saving the image")
+        done = await self.save(outcome, sources)
+        try:
+            return await finished_result(done, preview_side=self._side, content=self.config.content)
+        except OSError as exc:  # a saved file gone or unreadable meanwhile: say where it was
+            raise _sdk.ToolError(
+                f"Prediction {done.prediction_id} succeeded and was saved to "
+                f"{', '.join(map(str, done.files))}, but reading it back failed: "
+                f"{exc.strerror or exc}. Call get_prediction with its id to try again."
+            ) from None
+
+    async def save(self, result: GenerationResult, sources: dict[str, str] | None) -> Finished:
+        """Download the images, write their sidecars, close the journal entry.
+
+        Raises a ToolError that says where the image still is when it cannot be saved.
+        """
+        pid = safe_text(result.prediction_id, 100)
+        try:
+            files = await self.client.save(result, self.config.output_dir)
+            await anyio.to_thread.run_sync(
+                lambda: self.store.write_sidecars(result, files, sources=sources)
+            )
+        except (DownloadError, OSError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            urls = [u for u in result.urls if u.startswith("http")]
+            where = ", ".join(safe_text(u, 2000) for u in urls) or "inline data, not saved"
+            raise _sdk.ToolError(
+                f"Prediction {pid} succeeded, but the image could not be saved to "
+                f"{self.config.output_dir}: {safe_text(reason, 600, newlines=True)}. Its URL "
+                f"(valid for about an hour): {where}. Check FLUX_OUTPUT_DIR in the server's env "
+                "block, then call get_prediction to save it again."
+            ) from None
+        self.journal.remove(result.prediction_id)
+        logger.info("prediction %s saved to %s", pid, ", ".join(map(str, files)))
+        done = Finished(
+            prediction_id=pid,
+            model=safe_text(result.model, 100),
+            urls=[safe_text(u, 4000) for u in result.urls],
+            files=files,
+            seed=result.seed,
+            timings=result.timings,
+            prompt=_prompt(result.input),
+            edited=_edited(result.model, result.input),
+        )
+        done.follow_up = self._edit_hint(done)
+        return done
 
     async def _image_dirs(self, call: _sdk.CallContext, payload: FluxInput) -> list[Path]:
         """The client's roots, when an image input is a local path or a prediction id.
@@ -207,8 +367,7 @@ class FluxTools:
         asked for on each such call (they change as the user opens folders). A client without
         roots, or one that fails to answer, leaves just those.
         """
-        sources = [getattr(payload, name) for name in type(payload).image_fields]
-        if not any(s and not s.startswith(IMAGE_URI_PREFIXES) for s in sources):
+        if not any(not s.startswith(IMAGE_URI_PREFIXES) for s in _sources(payload)):
             return []
         try:
             uris = await call.roots()
@@ -221,6 +380,62 @@ class FluxTools:
         folders = root_folders(uris)
         logger.debug("client roots: %s", ", ".join(map(str, folders)) or "none local")
         return folders
+
+    # -- crash recovery -----------------------------------------------------------------------
+
+    async def resume(self, task_group: anyio.abc.TaskGroup) -> None:
+        """Take up the predictions a previous run created and did not save (the journal):
+        watch each again (never cancel it) and save its image, in the background."""
+        try:
+            entries = await anyio.to_thread.run_sync(self.journal.entries)
+        except OSError as exc:  # an unreadable journal must not stop the server
+            logger.warning("could not read the journal %s: %s", self.journal.directory, exc)
+            return
+        for entry in entries:
+            pid = safe_text(entry.prediction_id, 100)
+            if entry.age() > RETENTION_SECONDS:
+                self.journal.remove(entry.prediction_id)
+                logger.warning(
+                    "prediction %s was created %.0f minutes ago, past the provider's retention "
+                    "(about an hour): its image can no longer be fetched; dropped from the journal",
+                    pid,
+                    entry.age() / 60,
+                )
+                continue
+            if not self.config.has_token:
+                logger.warning("prediction %s not resumed: no API token", pid)
+                continue
+            logger.warning("resuming prediction %s, created before this server started", pid)
+            task_group.start_soon(self._resume_one, entry)
+
+    async def _resume_one(self, entry: Pending) -> None:
+        pid = safe_text(entry.prediction_id, 100)
+        # Watched until the provider would have stopped it (Cancel-After), with some slack.
+        timeout = max(60.0, self.config.cancel_after - entry.age() + 60.0)
+        try:
+            outcome = await self.client.follow(entry.prediction_id, timeout=timeout)
+            if isinstance(outcome, Running):  # cannot happen without a budget; keep the entry
+                return
+            await self.save(outcome, entry.sources)
+        except PredictionFailed as exc:
+            logger.warning("resumed prediction %s ended %s: no image", pid, exc.status)
+            self.journal.remove(entry.prediction_id)
+        except FluxAPIError as exc:
+            if exc.status == 404:
+                logger.warning("resumed prediction %s is unknown to the API; dropped", pid)
+                self.journal.remove(entry.prediction_id)
+            else:
+                logger.warning("could not resume prediction %s: %s", pid, safe_text(exc, 300))
+        except _sdk.ToolError as exc:
+            logger.warning("could not save resumed prediction %s: %s", pid, exc)
+        except FluxError as exc:
+            logger.warning("could not resume prediction %s: %s", pid, safe_text(exc, 300))
+        except Exception:  # a background task must never take the server down
+            logger.exception("could not resume prediction %s; kept for the next start", pid)
+        else:
+            logger.warning("resumed prediction %s: its image is saved", pid)
+
+    # -- helpers ------------------------------------------------------------------------------
 
     @property
     def _side(self) -> int:
@@ -238,8 +453,10 @@ class FluxTools:
         *,
         model_name: str | None = None,
     ) -> Any:
-        # A null is how many clients say "not given": let the declared default apply.
-        data = {key: value for key, value in arguments.items() if value is not None}
+        # A null is how many clients say "not given": the declared default applies. Only for
+        # fields the tool has: an unknown field is refused whatever its value.
+        fields = getattr(model, "model_fields", {})
+        data = {k: v for k, v in arguments.items() if v is not None or k not in fields}
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -247,96 +464,8 @@ class FluxTools:
                 exc, model.model_json_schema(), model=model_name
             )
             raise _sdk.ToolError(
-                f"{error.message}\nFix the arguments named above and call {tool} again."
+                f"{_clip(error.message)}\nFix the arguments named above and call {tool} again."
             ) from None
-
-    async def _create(self, payload: FluxInput, model: str, image_dirs: list[Path]) -> Prediction:
-        """Create the prediction; if the call is canceled meanwhile, cancel it upstream too.
-
-        Local image inputs are read (within the allowed folders) as part of the create.
-        """
-        created: Prediction | None = None
-        # Shielded: a create cut off halfway leaves a billing prediction whose id we never saw.
-        with anyio.CancelScope(shield=True) as scope:
-            scope.deadline = anyio.current_time() + CREATE_SHIELD_SECONDS
-            created = await self.client.create(
-                payload,
-                model=model,
-                cancel_after=self.config.cancel_after,
-                image_dirs=image_dirs,
-            )
-        if created is None or scope.cancelled_caught:
-            raise FluxError(
-                f"The API did not answer the create request within {CREATE_SHIELD_SECONDS:g} s. "
-                "A prediction may have been created: check your recent predictions before "
-                "trying again."
-            )
-        try:
-            await anyio.lowlevel.checkpoint()
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                await self._cancel_quietly(created.id)
-            raise
-        return created
-
-    async def _cancel_quietly(self, prediction_id: str) -> None:
-        try:
-            await self.client.cancel(prediction_id)
-            logger.info("prediction %s canceled upstream (the call was canceled)", prediction_id)
-        except FluxError as exc:
-            logger.warning("could not cancel prediction %s: %s", prediction_id, exc)
-
-    async def _follow(
-        self,
-        prediction: Prediction,
-        progress: Progress,
-        started: float,
-        budget: float | None = None,
-        sources: dict[str, str] | None = None,
-    ) -> _sdk.CallToolResult:
-        """Wait within the budget, then save and return the images, or say how to resume."""
-        budget = self.config.wait_seconds if budget is None else budget
-        remaining = budget - (time.monotonic() - started)
-        try:
-            # Returns at once when the prediction is already done. If this task is canceled
-            # (the MCP request was), the client cancels the prediction upstream.
-            prediction = await self.client.wait(
-                prediction,
-                timeout=max(0.0, remaining),
-                cancel_on_timeout=False,
-                on_progress=progress.prediction,
-            )
-        except PredictionTimeout as exc:
-            last = exc.prediction or prediction
-            logger.info("prediction %s still %s at the wait budget", last.id, last.status)
-            return self._pending(last, time.monotonic() - started)
-        result = self.client.result(prediction)  # raises PredictionFailed / ContentModerated
-        await progress.say(f"{prediction.status}, saving the image")
-        try:
-            files = await result.asave(self.config.output_dir)
-            self.store.write_sidecars(result, files, sources=sources)
-        except (DownloadError, OSError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise _sdk.ToolError(
-                f"Prediction {result.prediction_id} succeeded, but the image could not be saved "
-                f"to {self.config.output_dir}: {reason}. Its URL (valid for about an hour): "
-                f"{', '.join(u for u in result.urls if not u.startswith('data:')) or 'inline'}. "
-                "Check FLUX_OUTPUT_DIR in the server's env block, then call get_prediction to "
-                "save it again."
-            ) from None
-        logger.info("prediction %s saved to %s", result.prediction_id, ", ".join(map(str, files)))
-        done = Finished(
-            prediction_id=result.prediction_id,
-            model=result.model,
-            urls=result.urls,
-            files=files,
-            seed=result.seed,
-            timings=result.timings,
-            prompt=_prompt(result.input),
-            edited=_edited(result.model, result.input),
-        )
-        done.follow_up = self._edit_hint(done)
-        return await finished_result(done, preview_side=self._side)
 
     def _edit_hint(self, done: Finished) -> str:
         """How to go on editing this result: the chained edits of a working session."""
@@ -353,10 +482,8 @@ class FluxTools:
 
     def _pending(self, prediction: Prediction, waited: float) -> _sdk.CallToolResult:
         return pending_result(
-            prediction_id=prediction.id,
+            Running(prediction, waited),
             model=prediction.model or self.config.model,
-            status=prediction.status,
-            waited=waited,
             budget=self.config.wait_seconds,
             cancel_after=self.config.cancel_after,
         )
@@ -365,9 +492,9 @@ class FluxTools:
         meta = self.store.read_sidecar(files[0])
         model = str(meta.get("model") or self.config.model)
         done = Finished(
-            prediction_id=str(meta.get("prediction_id") or files[0].stem),
-            model=model,
-            urls=[u for u in meta.get("urls") or [] if isinstance(u, str)],
+            prediction_id=safe_text(meta.get("prediction_id") or files[0].stem, 100),
+            model=safe_text(model, 100),
+            urls=[safe_text(u, 4000) for u in meta.get("urls") or [] if isinstance(u, str)],
             files=files,
             seed=meta.get("seed") if isinstance(meta.get("seed"), int) else None,
             timings=_timings(meta.get("timings")),
@@ -381,9 +508,50 @@ class FluxTools:
         path = self.store.path_of(stem, extension)
         if path is None:
             raise _sdk.ResourceError(
-                f"No saved image {URI_PREFIX}{stem}.{extension} in {self.store.directory}."
+                f"No saved image {URI_PREFIX}{safe_text(stem, 100)}.{extension} in "
+                f"{self.store.directory}."
             )
         return await anyio.Path(path).read_bytes()
+
+
+def _unreadable_input(exc: BaseException) -> bool:
+    """An error raised while reading a local image input, before anything was sent."""
+    return isinstance(exc, OSError | RuntimeError | ValueError) and not isinstance(exc, FluxError)
+
+
+def _input_problem(exc: BaseException, payload: FluxInput, tool: str) -> str:
+    """A local image input that could not be read, named as what it is."""
+    local = [s for s in _sources(payload) if not s.startswith(IMAGE_URI_PREFIXES)]
+    fields = ", ".join(name for name in type(payload).image_fields if getattr(payload, name, None))
+    if isinstance(exc, RuntimeError) and any(s.startswith("~") for s in local):
+        problem = "the path starts with ~name, but no user of that name exists here"
+    elif isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+        problem = "the path is longer than this file system allows"
+    elif isinstance(exc, OSError):
+        problem = f"the file cannot be read ({exc.strerror or type(exc).__name__})"
+    else:
+        problem = f"the path cannot be used ({safe_text(exc, 100)})"
+    return (
+        f"Invalid input; nothing was sent:\n- {fields or 'image'}: {problem}\n"
+        f"Fix the arguments named above and call {tool} again: pass an https URL, a data: URI, "
+        "an earlier prediction id, or the absolute path of an image in an allowed folder."
+    )
+
+
+def _clip(text: str) -> str:
+    return safe_text(text, MAX_ERROR_CHARS, newlines=True)
+
+
+def _sources(payload: FluxInput) -> list[str]:
+    """Every image source of the payload (single fields and list fields alike)."""
+    found: list[str] = []
+    for name in type(payload).image_fields:
+        value = getattr(payload, name, None)
+        if isinstance(value, str):
+            found.append(value)
+        elif isinstance(value, list | tuple):
+            found.extend(v for v in value if isinstance(v, str))
+    return found
 
 
 def _timings(data: Any) -> Timings:
@@ -413,18 +581,28 @@ def _image_inputs(payload: FluxInput) -> dict[str, str]:
 
     Inline data is left out: it can be megabytes, and the saved image's sidecar is for reading.
     """
-    given = {name: getattr(payload, name) for name in type(payload).image_fields}
-    return {name: v for name, v in given.items() if v and not v.startswith("data:")}
+    given: dict[str, str] = {}
+    for name in type(payload).image_fields:
+        value = getattr(payload, name, None)
+        values = value if isinstance(value, list | tuple) else [value]
+        for index, item in enumerate(values):
+            if isinstance(item, str) and item and not item.startswith("data:"):
+                given[name if len(values) == 1 else f"{name}[{index}]"] = item
+    return given
 
 
-def image_advice(error: FluxInputError, config: Config) -> str:
-    """What to do when a local image input is refused."""
-    if "-byte limit" in str(error):
+def image_advice(error: FluxInputError, config: Config) -> str | None:
+    """What to do when a local image input is refused, from the refusal's ``code`` (the core's
+    data, never its words); None when the refusal is not about the server's folders or cap."""
+    codes = {e.get("code") for e in error.errors}
+    if "too_large" in codes:
         return (
             f"Local images are sent only up to {config.max_image_bytes} bytes: pass a smaller "
             "file or an https URL, or ask the user to raise FLUX_MCP_MAX_IMAGE_BYTES in this "
             "server's env block (then restart it)."
         )
+    if not codes & {"outside_folders", "not_found", "no_such_user"}:
+        return None
     return (
         "This server reads local images only from its output folder "
         f"({config.output_dir}), the folders in FLUX_IMAGE_DIRS, and the folders (roots) the "
@@ -444,21 +622,24 @@ def guarded(
             return await handler(context, arguments)
         except _sdk.ToolError:
             raise
-        except DownloadError as exc:
-            raise _sdk.ToolError(f"The image was generated but could not be saved: {exc}") from None
         except FluxInputError as exc:  # found before anything was sent: nothing billed
             advice = f"Fix the arguments named above and call {tool} again."
-            if set(exc.fields) & set(image_fields):
-                advice += " " + image_advice(exc, config)
-            raise _sdk.ToolError(f"{exc}\n{advice}") from None
+            named = {field.split("[", 1)[0] for field in exc.fields}  # input_images[2]
+            hint = image_advice(exc, config) if named & set(image_fields) else None
+            if hint:
+                advice += " " + hint
+            raise _sdk.ToolError(f"{_clip(exc.message)}\n{advice}") from None
         except FluxError as exc:
-            pid = getattr(exc, "prediction_id", None)
-            where = f" (prediction {pid})" if pid and pid not in str(exc) else ""
-            raise _sdk.ToolError(f"{exc}{where}") from None
+            # The core's words: what happened (outside text made safe), the prediction and
+            # where its image is when one exists, and what to do (from the error's data).
+            text = error_text(exc, tool=tool, secrets=(config.api_token,))
+            raise _sdk.ToolError(_clip(text)) from None
         except OSError as exc:
+            logger.warning("%s failed: %r", tool, exc)
             raise _sdk.ToolError(
-                f"Cannot write to the output folder: {exc.strerror or exc}. Set FLUX_OUTPUT_DIR "
-                "in the server's env block to a folder you can write to."
+                f"{tool} failed on the server's files: {exc.strerror or type(exc).__name__}"
+                f"{f' ({safe_text(exc.filename, 300)})' if exc.filename else ''}. Check that "
+                f"{config.output_dir} (FLUX_OUTPUT_DIR) can be written; then try again."
             ) from None
         except Exception:
             logger.exception("unexpected error in a tool call")
@@ -471,9 +652,13 @@ def guarded(
 
 
 def build_server(
-    config: Config, client: AsyncFluxClient, http: _sdk.HTTPOptions | None = None
+    config: Config,
+    client: AsyncFluxClient,
+    http: _sdk.HTTPOptions | None = None,
+    *,
+    tools: FluxTools | None = None,
 ) -> _sdk.SDKServer:
-    tools = FluxTools(config, client)
+    tools = tools or FluxTools(config, client)
     budget = f"{config.wait_seconds:g}"
     spec, editor, field = tools.spec, tools.edit_spec, tools.edit_field
     folders = ", ".join(str(d) for d in (config.output_dir, *config.image_dirs))
@@ -499,6 +684,7 @@ def build_server(
         input_schema=tools.input_model.model_json_schema(),
         output_model=ImageResult,
         handler=handler(tools.generate_image, "generate_image", tools.input_model),
+        wants_roots=_wants_roots(tools.input_model),
         read_only=False,
         destructive=False,
         idempotent=False,
@@ -516,11 +702,12 @@ def build_server(
             f"generated or edited, pass its prediction_id (or its saved path) as {field}. "
             "Images the user uploaded in the chat cannot be read by this server unless given "
             "as a URL or a data: URI: otherwise ask for a link or the file's path. "
-            f"{returns}"
+            "Waits, saves and returns like generate_image; each call is a paid generation."
         ),
         input_schema=tools.edit_model.model_json_schema(),
         output_model=ImageResult,
         handler=handler(tools.edit_image, "edit_image", tools.edit_model),
+        wants_roots=_wants_roots(tools.edit_model),
         read_only=False,
         destructive=False,
         idempotent=False,
@@ -597,7 +784,24 @@ def build_server(
         templates=templates,
         http=http,
         log_level=config.log_level,
+        app=viewer_app(config.viewer, edit_field=tools.edit_field),
     )
+
+
+def _wants_roots(model: type[FluxInput]) -> Callable[[dict[str, Any]], bool]:
+    """Whether raw arguments hold a local image (a path or a prediction id): then the call
+    needs the client's roots, the folders it shares."""
+    fields = tuple(model.image_fields)
+
+    def wants(arguments: dict[str, Any]) -> bool:
+        for name in fields:
+            value = arguments.get(name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, str) and not v.startswith(IMAGE_URI_PREFIXES) for v in values):
+                return True
+        return False
+
+    return wants
 
 
 def _reader(tools: FluxTools, extension: str) -> Callable[[str], Awaitable[bytes]]:

@@ -13,7 +13,18 @@ import pytest
 from flux_tools import AsyncFluxClient, FluxClient
 from flux_tools.emulator import Emulator
 
+from .hostile import HostileGateway
+
 FAST = {"latency": 0.3, "queue_time": 0.05}
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test learns durations in a cache of its own (``FLUX_CACHE_DIR``, passed on to the
+    servers the tests start): nothing leaks between tests, nor into the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("flux-cache")
+    monkeypatch.setenv("FLUX_CACHE_DIR", str(folder))
+    return folder
 
 
 @pytest.fixture
@@ -36,6 +47,14 @@ def emulator(make_emulator: Callable[..., Emulator]) -> Emulator:
     return make_emulator()
 
 
+@pytest.fixture
+def hostile() -> Iterator[HostileGateway]:
+    """A hostile fake gateway (tests/hostile.py), behaving until the test scripts it."""
+    gateway = HostileGateway().start()
+    yield gateway
+    gateway.stop()
+
+
 class Flux:
     """Calls the same method on a FluxClient (in a worker thread) or an AsyncFluxClient.
 
@@ -54,9 +73,8 @@ class Flux:
         return await fn(*args, **kwargs)
 
     async def save(self, result: Any, directory: Any, **kwargs: Any) -> Any:
-        if self.kind == "sync":
-            return await asyncio.to_thread(functools.partial(result.save, directory, **kwargs))
-        return await result.asave(directory, **kwargs)
+        """Saving goes through the client (a result holds no connection)."""
+        return await self("save", result, directory, **kwargs)
 
 
 @pytest.fixture(params=["sync", "async"])
@@ -119,7 +137,9 @@ def errlog(tmp_path: Path) -> Path:
 
 
 def requests_to(emulator: Emulator, kind: str) -> list[Any]:
-    """The recorded requests of one kind: create, get, cancel or file."""
+    """The recorded requests of one kind: create, get (of a prediction: a poll), cancel, file,
+    or the rest of the API: list (of predictions), model (models and versions), account,
+    stream (server-sent events), web (a prediction's page)."""
 
     def kind_of(r: Any) -> str:
         if r.path.startswith("/files/"):
@@ -128,6 +148,16 @@ def requests_to(emulator: Emulator, kind: str) -> list[Any]:
             return "cancel"
         if r.method == "POST":
             return "create"
+        if "/files/stream/" in r.path:
+            return "stream"
+        if r.path.startswith("/p/"):
+            return "web"
+        if r.path.endswith("/predictions"):
+            return "list"
+        if "/models" in r.path:
+            return "model"
+        if r.path.endswith("/account"):
+            return "account"
         return "get"
 
     return [r for r in emulator.stats.requests if kind_of(r) == kind]

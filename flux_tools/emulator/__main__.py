@@ -10,6 +10,14 @@ import threading
 from collections.abc import Sequence
 
 from . import Emulator
+from ._ratelimit import SYNTAX, RateLimits
+
+
+def _rate_limits(text: str) -> RateLimits:
+    try:
+        return RateLimits.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
@@ -23,7 +31,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--latency", type=float, default=2.0, help="run time in seconds")
     parser.add_argument("--jitter", type=float, default=0.0, help="± uniform run time jitter")
     parser.add_argument("--queue-time", type=float, default=0.05, help="seconds in 'starting'")
-    parser.add_argument("--token", default=None, help="require Authorization: Bearer TOKEN")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="accept only Authorization: Bearer TOKEN (default: any token; none is a 401)",
+    )
     parser.add_argument("--gateway", action="store_true", help="ignore Prefer: wait")
     parser.add_argument(
         "--foreign-urls", action="store_true", help="urls.get/cancel and files on another origin"
@@ -31,6 +43,18 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--output", choices=("url", "data"), default="url")
     parser.add_argument("--data-retention", type=float, default=None, metavar="SECONDS")
     parser.add_argument("--image-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--rate-limit",
+        type=_rate_limits,
+        default=None,
+        metavar="LIMITS",
+        help=f"enforce Replicate-style rate limits per token: {SYNTAX}",
+    )
+    parser.add_argument(
+        "--https",
+        action="store_true",
+        help="serve HTTPS with a generated test CA (its bundle path is printed)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
 
@@ -53,6 +77,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flux_tools.em
         output_mode=args.output,
         data_retention=args.data_retention,
         image_scale=args.image_scale,
+        rate_limits=args.rate_limit,
+        https=args.https,
     )
     stopping = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -62,7 +88,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m flux_tools.em
     except OSError as exc:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    print(f"FLUX emulator listening on {emulator.base_url}", flush=True)
+    ca = f" (CA bundle: {emulator.ca_bundle})" if emulator.ca_bundle else ""
+    print(f"FLUX emulator listening on {emulator.base_url}{ca}", flush=True)
     try:
         while not stopping.wait(0.5):  # a timeout keeps the main thread responsive to signals
             pass

@@ -7,14 +7,44 @@ import threading
 from dataclasses import dataclass, field
 from typing import Literal
 
-Endpoint = Literal["create", "get", "cancel", "file"]
-FaultEndpoint = Literal["create", "get", "cancel", "file", "any"]
-ENDPOINTS: tuple[Endpoint, ...] = ("create", "get", "cancel", "file")
+#: What a request reached: the prediction endpoints, the output files, and the rest of the API
+#: the official clients call (``list`` of predictions, ``model`` descriptions and versions,
+#: ``account``, the server-sent ``stream`` of a prediction, its ``web`` page, and ``upload``:
+#: the Files API the official clients send file inputs to).
+Endpoint = Literal[
+    "create", "get", "cancel", "file", "list", "model", "account", "stream", "web", "upload"
+]
+FaultEndpoint = Literal[
+    "create",
+    "get",
+    "cancel",
+    "file",
+    "list",
+    "model",
+    "account",
+    "stream",
+    "web",
+    "upload",
+    "any",
+]
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "create",
+    "get",
+    "cancel",
+    "file",
+    "list",
+    "model",
+    "account",
+    "stream",
+    "web",
+    "upload",
+)
 
 
 @dataclass
 class Fault:
-    """One scripted failure of the requests that reach ``endpoint``.
+    """One scripted failure of the requests that reach ``endpoint`` (one of ``ENDPOINTS``, or
+    ``"any"``).
 
     ``action`` is an HTTP status as text (``"429"``, ``"503"``...), ``"drop"`` (close the
     connection without answering) or ``"slow"`` (wait ``delay`` seconds, then answer normally).

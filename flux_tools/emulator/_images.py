@@ -34,6 +34,8 @@ class ImageSpec:
     quality: int
     #: For an edit: the encoded input image the output is derived from.
     source: bytes | None = None
+    #: Reference images (FLUX.2's ``input_images``), encoded, in the order given.
+    references: tuple[bytes, ...] = ()
 
     @property
     def content_type(self) -> str:
@@ -101,6 +103,8 @@ def render(spec: ImageSpec) -> bytes:
 
     digest = hashlib.sha256(f"{spec.prompt}\0{spec.seed}".encode()).digest()
     w, h = spec.width, spec.height
+    if spec.references:
+        return _encode(_compose(spec, digest), spec)
     if spec.source is not None:
         # An edit: the input image itself, tinted, with the instruction written on a band, so
         # a test can tell it from a fresh generation and see what was asked.
@@ -130,6 +134,53 @@ def render(spec: ImageSpec) -> bytes:
     _label(draw, spec.prompt, (size // 2, size // 2), size)
     _label(draw, f"seed {spec.seed}", (size // 2, size * 2), size)
     return _encode(image, spec)
+
+
+def reference_tiles(count: int, width: int, height: int) -> list[tuple[int, int, int, int]]:
+    """Where each of ``count`` references lands in the output: a near-square grid, row by row.
+
+    Boxes are (left, top, right, bottom) over the area above the caption band; a test can crop
+    a box to tell which reference went where.
+    """
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    area = height - _band(height)
+    boxes = []
+    for index in range(count):
+        row, column = divmod(index, columns)
+        boxes.append(
+            (
+                column * width // columns,
+                row * area // rows,
+                (column + 1) * width // columns,
+                (row + 1) * area // rows,
+            )
+        )
+    return boxes
+
+
+def _band(height: int) -> int:
+    return max(12, height // 10)
+
+
+def _compose(spec: ImageSpec, digest: bytes) -> Any:
+    """A composition from references: each one, lightly tinted, in its tile; the ask below."""
+    from PIL import Image, ImageDraw
+
+    w, h = spec.width, spec.height
+    image = Image.new("RGB", (w, h), (digest[0], digest[1], digest[2]))
+    tint = (digest[3], digest[4], digest[5])
+    for data, box in zip(spec.references, reference_tiles(len(spec.references), w, h), strict=True):
+        size = (max(1, box[2] - box[0]), max(1, box[3] - box[1]))
+        with Image.open(io.BytesIO(data)) as source:
+            tile = source.convert("RGB").resize(size, Image.Resampling.BILINEAR)
+        image.paste(Image.blend(tile, Image.new("RGB", size, tint), 0.15), box[:2])
+    draw = ImageDraw.Draw(image)
+    band = _band(h)
+    draw.rectangle((0, h - band, w, h), fill=(0, 0, 0))
+    caption = f"{len(spec.references)} refs: {spec.prompt}"
+    _label(draw, caption, (band // 4, h - band + band // 4), band // 2)
+    return image
 
 
 def _label(draw: Any, text: str, at: tuple[int, int], size: int) -> None:

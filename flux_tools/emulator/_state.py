@@ -23,12 +23,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from .._downloads import MEDIA_TYPES, sniff_extension
 from .._inputs import IMAGE_URI_PREFIXES
-from .._registry import ModelSpec, model_spec
-from . import _images
-from ._faults import Directives, Endpoint, Fault, FaultBook, parse_directives
+from . import _catalog, _images
+from ._faults import ENDPOINTS, Directives, Endpoint, Fault, FaultBook, parse_directives
 
 TERMINAL = frozenset({"succeeded", "failed", "canceled", "aborted"})
+#: Where a prediction's server-sent events and its web page are served, on the files' origin.
+STREAM_PATH = "/v1/files/stream/"
+WEB_PATH = "/p/"
 FAIL_ERROR = "Emulated failure: the model crashed."
 MODERATION_ERROR = (
     "The input or output was flagged as sensitive. Please try again with different inputs. (E005)"
@@ -37,25 +40,44 @@ _ID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, as Replic
 
 
 class Problem(Exception):
-    """An HTTP error answered as ``application/problem+json``."""
+    """An HTTP error answered as ``application/problem+json``.
+
+    ``title`` defaults to the one spelling of that status's title (``error_title``); a 429
+    has none, as Replicate's throttle answers carry only ``detail``, ``status`` and
+    ``retry_after``.
+    """
 
     def __init__(self, status: int, detail: str, title: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
-        self.title = title or status_phrase(status)
+        self.title = title or error_title(status)
         self.detail = detail
         self.extra = extra
         self.headers: list[tuple[str, str]] = []
 
     def body(self) -> dict[str, Any]:
-        return {"title": self.title, "detail": self.detail, "status": self.status, **self.extra}
+        head: dict[str, Any] = {"title": self.title} if self.title else {}
+        return {**head, "detail": self.detail, "status": self.status, **self.extra}
 
 
 def status_phrase(status: int) -> str:
+    """The reason phrase of the HTTP status line."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:  # a fault may use any 4xx/5xx, registered or not
         return "Error"
+
+
+#: One spelling per status, sentence case as Replicate writes them ("Not found").
+_TITLES = {401: "Unauthenticated", 404: "Not found", 429: ""}
+
+
+def error_title(status: int) -> str:
+    """The problem+json title of an error that has no more specific one."""
+    if status in _TITLES:
+        return _TITLES[status]
+    phrase = status_phrase(status)
+    return phrase[:1] + phrase[1:].lower()
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -106,35 +128,49 @@ def _invalid(fields: list[dict[str, str]]) -> Problem:
 
 
 @dataclass(frozen=True)
-class EditSource:
-    """What an edit model got as its input image: bytes and size, or why it could not load."""
+class InputImages:
+    """The images a prediction was given, loaded as the real model would fetch them.
 
-    data: bytes | None
-    size: tuple[int, int] | None
-    error: str | None
+    ``edit``: the image an edit model changes (a one-image field such as ``input_image``);
+    ``references``: the items of array image fields (FLUX.2's ``input_images``), in order;
+    ``size``: the size of the first image loaded; ``error``: why one could not be loaded.
+    """
+
+    edit: bytes | None = None
+    references: tuple[bytes, ...] = ()
+    size: tuple[int, int] | None = None
+    error: str | None = None
 
 
 @dataclass
 class CreateRequest:
     """A create body that passed validation."""
 
-    spec: ModelSpec
+    spec: _catalog.ServedModel
     input: dict[str, Any]
     validated: BaseModel
     directives: Directives
+    #: The version a create by version named; None for the official models' route.
+    version: str | None = None
 
 
-def parse_create(model: str, body: bytes) -> CreateRequest:
-    try:
-        spec = model_spec(model)
-    except ValueError:
-        spec = None
+def parse_create(model: str, body: bytes, catalog: _catalog.Catalog) -> CreateRequest:
+    spec = catalog.find(model)
     if spec is None:
         raise Problem(404, f"Model {model} does not exist or you do not have access to it.")
+    payload = parse_body(body)
+    return parse_input(spec, payload)
+
+
+def parse_body(body: bytes) -> Any:
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise Problem(400, "The request body is not valid JSON.", "Invalid request body") from None
+
+
+def parse_input(spec: _catalog.ServedModel, payload: Any) -> CreateRequest:
+    """Validate a create body's ``input`` for ``spec`` as the API would."""
     if not isinstance(payload, dict):
         raise _invalid([{"type": "invalid", "field": "body", "description": "Must be an object"}])
     raw = payload.get("input")
@@ -144,15 +180,16 @@ def parse_create(model: str, body: bytes) -> CreateRequest:
         raise _invalid([{"type": "invalid", "field": "input", "description": "Must be an object"}])
     try:
         # strict: like the API's JSON schema, "25" is not an integer
-        validated = spec.input_model.model_validate(raw, strict=True)
+        validated = spec.input_model.model_validate(_relabelled(spec, raw), strict=True)
     except ValidationError as exc:
         raise validation_problem(exc) from None
     # Our models also accept paths and prediction ids (the client resolves them); the API
     # itself takes only URIs.
     not_uris = [
-        {"type": "format", "field": f"input.{name}", "description": "Does not match format 'uri'"}
-        for name in spec.input_model.image_fields
-        if isinstance(raw.get(name), str) and not raw[name].startswith(IMAGE_URI_PREFIXES)
+        {"type": "format", "field": field, "description": "Does not match format 'uri'"}
+        for name in _catalog.image_fields(spec.input_model)
+        for field, value in _items(f"input.{name}", raw.get(name))
+        if isinstance(value, str) and not value.startswith(IMAGE_URI_PREFIXES)
     ]
     if not_uris:
         raise _invalid(not_uris)
@@ -163,6 +200,46 @@ def parse_create(model: str, body: bytes) -> CreateRequest:
         field = {"type": "invalid", "field": "input.prompt", "description": str(exc)}
         raise _invalid([field]) from None
     return CreateRequest(spec, raw, validated, directives)
+
+
+def _relabelled(spec: _catalog.ServedModel, raw: dict[str, Any]) -> dict[str, Any]:
+    """The input with mislabelled inline images named by their bytes, for validation only.
+
+    The official clients send a file object without a known type as
+    ``data:application/octet-stream;base64,...``; Replicate's model reads the bytes and takes
+    it. Our input models refuse a declared type that is not an image, so such a URI is checked
+    as the image type its bytes show (what is stored and answered stays as sent).
+    """
+    fields = _catalog.image_fields(spec.input_model)
+    if not any(name in raw for name in fields):
+        return raw
+    checked = dict(raw)
+    for name in fields:
+        value = raw.get(name)
+        if isinstance(value, str):
+            checked[name] = _relabel(value)
+        elif isinstance(value, list):
+            checked[name] = [_relabel(v) if isinstance(v, str) else v for v in value]
+    return checked
+
+
+def _relabel(uri: str) -> str:
+    header, comma, payload = uri.partition(",")
+    if not uri.startswith("data:") or not comma or header[5:].startswith("image/"):
+        return uri
+    try:
+        head = base64.b64decode(payload[:24], validate=False)
+    except ValueError:
+        return uri
+    kind = MEDIA_TYPES.get(sniff_extension(head))
+    return f"data:{kind};base64,{payload}" if kind and header.endswith(";base64") else uri
+
+
+def _items(field: str, value: Any) -> list[tuple[str, Any]]:
+    """A field's value as (field name, item) pairs: one for a scalar, one per list item."""
+    if isinstance(value, list):
+        return [(f"{field}.{i}", item) for i, item in enumerate(value)]
+    return [(field, value)]
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -222,6 +299,8 @@ class Prediction:
     output_kind: Literal["single", "list"]
     faults: FaultBook
     canceled_at: float | None = None
+    seq: int = 0  # order of creation, for the list endpoint
+    version: str | None = None  # as created by version; None: "hidden", as official models say
 
     def timeline(self) -> Timeline:
         start = self.created + self.queue_time
@@ -260,13 +339,15 @@ class Stats:
         self._completions = completions
         self._counts: dict[Endpoint, int] = {}
         self._created = 0
+        self._throttled = 0
         self._requests: list[RecordedRequest] = []
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
-            self._counts = dict.fromkeys(("create", "get", "cancel", "file"), 0)
+            self._counts = dict.fromkeys(ENDPOINTS, 0)
             self._created = 0
+            self._throttled = 0
             self._requests = []
 
     def record(self, request: RecordedRequest) -> None:
@@ -280,6 +361,37 @@ class Stats:
     def count_created(self) -> None:
         with self._lock:
             self._created += 1
+
+    def count_throttled(self) -> None:
+        with self._lock:
+            self._throttled += 1
+
+    @property
+    def throttled(self) -> int:
+        """Requests the rate limiter refused with a 429 (scripted faults not included)."""
+        return self._throttled
+
+    @property
+    def lists(self) -> int:
+        return self._counts["list"]
+
+    @property
+    def models(self) -> int:
+        """Requests for models and their versions."""
+        return self._counts["model"]
+
+    @property
+    def accounts(self) -> int:
+        return self._counts["account"]
+
+    @property
+    def streams(self) -> int:
+        return self._counts["stream"]
+
+    @property
+    def uploads(self) -> int:
+        """Requests to the Files API (uploads, and their reads and deletes)."""
+        return self._counts["upload"]
 
     @property
     def creates(self) -> int:
@@ -341,10 +453,11 @@ class Store:
         self.mislabel_files = mislabel_files
         self.image_scale = image_scale
         self.api_base = ""  # "{origin}{prefix}" for urls.get/cancel, set once listening
-        self.file_base = ""  # origin of output files
+        self.file_base = ""  # origin of output files, of urls.stream and urls.web
         self._rng = random.Random(rng_seed)
         self._lock = threading.Lock()
-        self._predictions: dict[str, Prediction] = {}
+        self._predictions: dict[str, Prediction] = {}  # in order of creation
+        self._seq = 0
         self._create_faults: dict[str, FaultBook] = {}
         # One anchor so wall-clock stamps and monotonic lifecycle times agree.
         self._mono0, self._wall0 = time.monotonic(), time.time()
@@ -367,7 +480,7 @@ class Store:
         *,
         now: float,
         deadline: float | None,
-        source: EditSource | None = None,
+        source: InputImages | None = None,
     ) -> Prediction:
         v, d = request.validated, request.directives
         # Only the event loop creates, so the seeded RNG is drawn in a reproducible order.
@@ -383,9 +496,10 @@ class Store:
             run = None
         count = (getattr(v, "num_outputs", None) or 1) if request.spec.output == "list" else 1
         width, height = image_size_of(v, self.image_scale)
-        if source is not None and source.size and _keeps_shape(v):
+        if source is not None and source.size and _keeps_shape(v, bool(source.references)):
             width, height = _images.size_like(source.size, self.image_scale)
-        source_bytes = source.data if source is not None else None
+        source_bytes = source.edit if source is not None else None
+        references = source.references if source is not None else ()
         prompt = str(getattr(v, "prompt", ""))
         fmt = str(getattr(v, "output_format", "webp") or "webp")
         quality = getattr(v, "output_quality", None)
@@ -398,6 +512,7 @@ class Store:
                 fmt,
                 quality if isinstance(quality, int) else 80,
                 source_bytes,
+                references,
             )
             for i in range(count)
         )
@@ -418,8 +533,11 @@ class Store:
             images=images,
             output_kind=request.spec.output,
             faults=FaultBook([f for f in d.faults if f.endpoint != "create"]),
+            version=request.version,
         )
         with self._lock:
+            self._seq += 1
+            prediction.seq = self._seq
             self._predictions[prediction.id] = prediction
         return prediction
 
@@ -432,6 +550,20 @@ class Store:
     def snapshot(self) -> dict[str, Prediction]:
         with self._lock:
             return dict(self._predictions)
+
+    def newest_first(self) -> list[Prediction]:
+        with self._lock:
+            return list(reversed(self._predictions.values()))
+
+    def run_count(self, model: str) -> int:
+        return sum(1 for p in self.snapshot().values() if p.model == model)
+
+    def wall(self, mono: float) -> float:
+        """A time.monotonic() instant as wall-clock seconds."""
+        return self._wall0 + (mono - self._mono0)
+
+    def stamp(self, mono: float) -> str:
+        return self._stamp(mono)
 
     def completions(self) -> dict[str, float]:
         now = time.monotonic()
@@ -482,16 +614,23 @@ class Store:
         *,
         early_output: bool = False,
         images: Sequence[bytes] | None = None,
+        as_created: bool = False,
     ) -> dict[str, Any]:
         """The prediction as the API shows it at ``now``.
 
         ``early_output``: a held create answered as soon as the run ended shows the output while
         still saying ``processing``, as Replicate does for models that write files.
+        ``as_created``: a held create whose wait ran out: Replicate answers the prediction as
+        it was created (``starting``), whatever it is doing by now.
         ``images``: the rendered outputs for data mode (rendered here when not given).
         """
         p, line = prediction, prediction.timeline()
+        if as_created:
+            now = min(now, p.created)
         status = p.status(now)
-        started = line.started is not None and now >= line.started
+        if as_created and status not in TERMINAL:
+            status = "starting"
+        started = line.started is not None and now >= line.started and status != "starting"
         terminal = status in TERMINAL
         removed = terminal and self.data_removed(p, now)
         output: Any = None
@@ -513,7 +652,7 @@ class Store:
         doc: dict[str, Any] = {
             "id": p.id,
             "model": p.model,
-            "version": "hidden",
+            "version": p.version or "hidden",
             "input": {} if removed else p.input,
             "logs": f"Using seed: {p.seed}\n" if started and not removed else "",
             "output": output,
@@ -525,11 +664,13 @@ class Store:
             if line.started is None or not started
             else self._stamp(line.started),
             "completed_at": self._stamp(line.completed) if terminal else None,
+            "source": "api",
             "urls": {
                 "get": f"{self.api_base}/predictions/{p.id}",
                 "cancel": f"{self.api_base}/predictions/{p.id}/cancel",
-                "stream": f"https://stream.emulator.invalid/v1/files/{p.id}",
-                "web": f"https://web.emulator.invalid/p/{p.id}",
+                # Served by the emulator itself, like stream.replicate.com's /v1/files/ URLs.
+                "stream": f"{self.file_base}{STREAM_PATH}{p.id}",
+                "web": f"{self.file_base}{WEB_PATH}{p.id}",
             },
         }
         if p.deadline is not None:
@@ -542,10 +683,13 @@ class Store:
         return doc
 
 
-def _keeps_shape(validated: BaseModel) -> bool:
-    # Kontext's "match_input_image", and image-to-image models, which have no aspect of their own.
+def _keeps_shape(validated: BaseModel, references: bool = False) -> bool:
+    # Kontext's "match_input_image", and image-to-image models, which have no aspect of their own;
+    # with reference images only "match_input_image" follows the first one.
     aspect = getattr(validated, "aspect_ratio", None)
-    return aspect == "match_input_image" or getattr(validated, "image", None) is not None
+    if aspect == "match_input_image":
+        return True
+    return not references and getattr(validated, "image", None) is not None
 
 
 def image_size_of(validated: BaseModel, scale: float) -> tuple[int, int]:

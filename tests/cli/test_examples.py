@@ -56,7 +56,8 @@ def test_demo(tmp_path: Path) -> None:
     out = done.stdout
     assert "tools: generate_image, edit_image" in out
     assert "Done: 3 predictions, 3 images saved" in out
-    saved = sorted((tmp_path / "images").rglob("*.*"), key=lambda p: (p.parent.name, p.suffix))
+    files = [p for p in (tmp_path / "images").rglob("*.*") if p.is_file()]  # not .flux-journal/
+    saved = sorted(files, key=lambda p: (p.parent.name, p.suffix))
     images = [(p.parent.name, p.suffix) for p in saved if p.suffix != ".json"]
     assert images == [("langchain", ".webp"), ("mcp", ".png"), ("mcp", ".webp")]
     assert "claude mcp add" in out and '"mcpServers"' in out
@@ -87,5 +88,7 @@ def test_readme_snippet_runs(index: int, tmp_path: Path) -> None:
             "FLUX_IMAGE_DIRS": str(tmp_path),
         }
         Image.new("RGB", (300, 200), "red").save(tmp_path / "car.png")
+        # The batch snippet's input: two rows, any model field as a column.
+        (tmp_path / "products.csv").write_text("prompt,seed\na red mug,1\na blue vase,2\n")
         done = run(str(script), cwd=tmp_path, env=env)
     assert done.returncode == 0, f"snippet {index} failed:\n{code}\n{done.stderr}"

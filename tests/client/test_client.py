@@ -7,6 +7,8 @@ the two cannot drift apart in behaviour.
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 import json
 import logging
 import math
@@ -111,7 +113,8 @@ async def test_output_ready_while_processing_is_used_at_once(
     flux = make_flux(emulator)
     result = await flux("generate", prompt="early output")
     assert result.urls and len(emulator.stats.requests) == 1
-    assert result.status == "processing"  # reported as the API said it
+    # The image is done: the result says so; the prediction keeps what the API said.
+    assert result.status == "succeeded" and result.prediction.status == "processing"
 
 
 async def test_create_get_wait_cancel(flux: Flux, emulator: Emulator) -> None:
@@ -319,7 +322,7 @@ def test_ctrl_c_cancels_upstream(emulator: Emulator) -> None:
             raise KeyboardInterrupt
 
     with (
-        FluxClient(base_url=emulator.base_url, sync_wait=0) as client,
+        FluxClient("test-token", base_url=emulator.base_url, sync_wait=0) as client,
         pytest.raises(KeyboardInterrupt),
     ):
         client.generate(prompt="[emulator:hang]", on_progress=interrupt)
@@ -379,9 +382,9 @@ def test_token_from_the_environment(monkeypatch: pytest.MonkeyPatch, emulator: E
 
     monkeypatch.setenv("REPLICATE_API_TOKEN", "from-replicate-env")
     monkeypatch.delenv("FLUX_API_TOKEN", raising=False)
-    assert FluxClient(base_url=emulator.base_url)._token == "from-replicate-env"
+    assert FluxClient(base_url=emulator.base_url).settings.token == "from-replicate-env"
     monkeypatch.setenv("FLUX_API_TOKEN", "from-flux-env")
-    assert FluxClient(base_url=emulator.base_url)._token == "from-flux-env"
+    assert FluxClient(base_url=emulator.base_url).settings.token == "from-flux-env"
     monkeypatch.setenv("FLUX_BASE_URL", emulator.base_url)
     assert FluxClient().base_url == emulator.base_url
     with pytest.raises(ValueError, match="http"):
@@ -463,9 +466,12 @@ async def test_summary_never_carries_inline_bytes(
 ) -> None:
     emulator = make_emulator(output_mode="data")
     flux = make_flux(emulator)
-    result = await flux(
-        "generate", prompt="inline", image_prompt="data:image/png;base64," + "A" * 5000
-    )
+    # A real PNG (inputs are checked before sending), padded so that its base64 is 5000 long.
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(png, "PNG")
+    padded = png.getvalue().ljust(3750, b"\0")
+    image_prompt = "data:image/png;base64," + base64.b64encode(padded).decode()
+    result = await flux("generate", prompt="inline", image_prompt=image_prompt)
     summary = result.summary()
     assert len(json.dumps(summary)) < 2000
     assert summary["urls"][0].startswith("data:image/webp;base64 (")

@@ -38,3 +38,13 @@ def test_public_names_are_exported() -> None:
         for name in flux_tools.__all__
         if name.endswith(("Error", "Failed", "Moderated", "Timeout"))
     )
+
+
+def test_importing_compiles_no_input_model() -> None:
+    """The input classes are compiled from their snapshots on first use, not at import."""
+    code = (
+        "import flux_tools, flux_tools._registry as r; n = len(r._COMPILED); "
+        "flux_tools.FluxProInput; print(n, len(r._COMPILED))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["0", "1"]

@@ -161,3 +161,18 @@ def test_input_error_summary_names_field_and_allowed_values() -> None:
     assert "stpes" in text and "is not a field" in text and "steps" in text
     assert sorted(error.fields) == ["aspect_ratio", "steps", "stpes"]
     assert isinstance(error, ValueError)
+
+
+def test_the_input_classes_are_compiled_from_snapshots_and_still_importable() -> None:
+    from flux_tools import _inputs, _registry
+
+    assert _inputs.FluxProInput is FluxProInput is _registry.FluxProInput
+    assert FluxProInput.schema_source == "snapshot" and FluxProInput.schema_date
+    assert FluxProInput.image_fields == ("image_prompt",)
+
+    class Extended(FluxProInput):  # still a class to build on
+        mood: str = "calm"
+
+    assert Extended(prompt="x").to_api() == {"prompt": "x"}
+    with pytest.raises(AttributeError):
+        _inputs.NotAnInput  # noqa: B018

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from flux_tools import MODELS, FluxClient, FluxInputError, model_spec
+from flux_tools import DEFAULT_MODEL, MODELS, FluxClient, FluxInputError, model_spec
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux, requests_to
@@ -72,15 +72,98 @@ DOCUMENTED: dict[str, dict[str, tuple[Any, Any]]] = {
         "prompt_upsampling": (False, None), "seed": (None, None),
     },
 }  # fmt: skip
+# FLUX.2 and Kontext [max] (../shared/docs/flux2-models.md): field -> (default, allowed, most
+# images for an image list).
+ASPECT_2 = [
+    "match_input_image",
+    "custom",
+    "1:1",
+    "16:9",
+    "3:2",
+    "2:3",
+    "4:5",
+    "5:4",
+    "9:16",
+    "3:4",
+    "4:3",
+]
+RESOLUTION_2 = ["match_input_image", "0.5 MP", "1 MP", "2 MP", "4 MP"]
+FLUX2_COMMON: dict[str, tuple[Any, Any]] = {
+    "prompt": (None, None),
+    "seed": (None, None),
+    "output_format": ("webp", ["webp", "jpg", "png"]),
+    "output_quality": (80, (0, 100)),
+}
+FLUX2_SIZE: dict[str, tuple[Any, Any]] = {
+    "aspect_ratio": ("1:1", ASPECT_2),
+    "resolution": ("1 MP", RESOLUTION_2),
+    "width": (None, (256, 2048)),
+    "height": (None, (256, 2048)),
+}
+KLEIN: dict[str, tuple[Any, Any]] = {
+    **FLUX2_COMMON,
+    "images": ([], None),
+    "aspect_ratio": ("1:1", [a for a in ASPECT_2 if a != "custom"]),
+    "output_megapixels": ("1", None),
+    "go_fast": (False, None),
+    "disable_safety_checker": (False, None),
+    "output_format": ("jpg", ["webp", "jpg", "png"]),
+    "output_quality": (95, (0, 100)),
+}
+DOCUMENTED.update({
+    "flux-2-pro": {**FLUX2_COMMON, **FLUX2_SIZE, "input_images": ([], None),
+                   "safety_tolerance": (2, (1, 5))},
+    "flux-2-max": {**FLUX2_COMMON, **FLUX2_SIZE, "input_images": ([], None),
+                   "safety_tolerance": (2, (1, 5))},
+    "flux-2-flex": {**FLUX2_COMMON, **FLUX2_SIZE, "input_images": ([], None),
+                    "steps": (30, (1, 50)), "guidance": (4.5, (1.5, 10)),
+                    "prompt_upsampling": (True, None), "safety_tolerance": (2, (1, 5))},
+    "flux-2-dev": {**FLUX2_COMMON, "input_images": ([], None), "aspect_ratio": ("1:1", ASPECT_2),
+                   "width": (None, (256, 1440)), "height": (None, (256, 1440)),
+                   "go_fast": (True, None), "disable_safety_checker": (False, None)},
+    "flux-2-klein-4b": KLEIN,
+    "flux-2-klein-9b-base": {**KLEIN, "guidance": (4, (1, 10))},
+    "flux-kontext-max": DOCUMENTED["flux-kontext-pro"],
+})  # fmt: skip
+#: The documented image inputs: field -> how many images (1: a single field).
+DOCUMENTED_IMAGES: dict[str, dict[str, int]] = {
+    "flux-pro": {"image_prompt": 1}, "flux-1.1-pro": {"image_prompt": 1},
+    "flux-1.1-pro-ultra": {"image_prompt": 1}, "flux-schnell": {}, "flux-dev": {"image": 1},
+    "flux-kontext-pro": {"input_image": 1}, "flux-kontext-max": {"input_image": 1},
+    "flux-2-pro": {"input_images": 8}, "flux-2-max": {"input_images": 8},
+    "flux-2-flex": {"input_images": 10}, "flux-2-dev": {"input_images": 4},
+    "flux-2-klein-4b": {"images": 5}, "flux-2-klein-9b-base": {"images": 5},
+}  # fmt: skip
+LIST_OUTPUTS = {"flux-schnell", "flux-dev", "flux-2-klein-4b", "flux-2-klein-9b-base"}
 
 
 def test_every_documented_model_is_registered() -> None:
     assert {spec.short_name for spec in MODELS.values()} == set(DOCUMENTED)
-    assert [s.short_name for s in MODELS.values() if s.can_edit] == ["flux-dev", "flux-kontext-pro"]
-    assert {s.short_name for s in MODELS.values() if s.output == "list"} == {
+    assert {s.short_name for s in MODELS.values() if not s.can_edit} == {
+        "flux-pro",
+        "flux-1.1-pro",
+        "flux-1.1-pro-ultra",
         "flux-schnell",
-        "flux-dev",
     }
+    assert {s.short_name for s in MODELS.values() if s.output == "list"} == LIST_OUTPUTS
+    assert DEFAULT_MODEL == "black-forest-labs/flux-pro"
+
+
+@pytest.mark.parametrize("short", list(DOCUMENTED))
+def test_image_inputs_match_the_documentation(short: str) -> None:
+    spec = model_spec(short)
+    assert spec is not None
+    assert {f.name: f.max_items for f in spec.image_inputs} == DOCUMENTED_IMAGES[short]
+    assert {f.name for f in spec.image_inputs if f.multiple} == {
+        name for name, most in DOCUMENTED_IMAGES[short].items() if most > 1
+    }
+    if spec.can_edit:
+        assert spec.edit_field in DOCUMENTED_IMAGES[short]
+        assert spec.max_edit_images == DOCUMENTED_IMAGES[short][spec.edit_field]
+    # Priors the poll schedule and the budgets start from: every model has them.
+    assert spec.typical_seconds > 0 and spec.price_usd > 0
+    assert spec.price_unit in ("image", "megapixel")
+    assert spec.describe()["max_edit_images"] == spec.max_edit_images
 
 
 @pytest.mark.parametrize("short", list(DOCUMENTED))
@@ -167,7 +250,7 @@ async def test_list_outputs_keep_every_image(
     result = await flux("generate", prompt="four drafts", num_outputs=4, megapixels="0.25")
     assert len(result.urls) == 4 and len(set(result.urls)) == 4
     paths = await flux.save(result, tmp_path)
-    assert [p.name for p in paths] == [f"{result.prediction_id}-{i}.webp" for i in range(4)]
+    assert [p.name for p in paths] == [f"{result.prediction_id}_{i}.webp" for i in range(4)]
     assert {Image.open(p).size for p in paths} == {(512, 512)}
 
 
@@ -329,6 +412,7 @@ def test_the_emulator_takes_only_uris_like_the_api(emulator: Emulator) -> None:
     response = httpx2.post(
         f"{emulator.base_url}/models/black-forest-labs/flux-kontext-pro/predictions",
         json={"input": {"prompt": "x", "input_image": "/etc/hosts"}},
+        headers={"Authorization": f"Bearer {emulator.token}"},
     )
     assert response.status_code == 422
     assert response.json()["invalid_fields"][0]["field"] == "input.input_image"
@@ -350,3 +434,16 @@ def test_fifo_guard_itself_blocks(tmp_path: Path) -> None:
     with fifo.open("wb"):  # release the reader
         pass
     thread.join(5)
+
+
+def test_the_readme_model_table_lists_every_model() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith("| `flux-")]
+    listed = {row.split("`")[1] for row in rows}
+    assert {spec.short_name for spec in MODELS.values()} <= listed
+    for spec in MODELS.values():
+        (row,) = [r for r in rows if r.startswith(f"| `{spec.short_name}`")]
+        assert f"| {spec.price} (" in row  # the price class the registry gives
+        most = spec.max_edit_images
+        if most > 1:
+            assert f"up to {most}" in row, spec.short_name

@@ -21,6 +21,7 @@ def test_same_methods_and_signatures() -> None:
     sync, asyn = public_methods(FluxClient), public_methods(AsyncFluxClient)
     assert sync.keys() == asyn.keys()
     assert {"create", "get", "cancel", "wait", "generate", "result"} <= sync.keys()
+    assert {"run", "follow", "save", "edit"} <= sync.keys()
     for name in sync:
         assert sync[name] == asyn[name], name
     assert (
@@ -30,7 +31,7 @@ def test_same_methods_and_signatures() -> None:
 
 
 def test_async_methods_are_coroutines_where_they_do_io() -> None:
-    for name in ("create", "get", "cancel", "wait", "generate"):
+    for name in ("create", "get", "cancel", "wait", "generate", "run", "follow", "save"):
         assert inspect.iscoroutinefunction(getattr(AsyncFluxClient, name)), name
         assert not inspect.iscoroutinefunction(getattr(FluxClient, name)), name
     assert inspect.iscoroutinefunction(GenerationResult.asave)

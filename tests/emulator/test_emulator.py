@@ -25,6 +25,8 @@ from flux_tools.emulator._state import parse_duration
 
 CREATE = "/models/black-forest-labs/flux-pro/predictions"
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
+#: Any bearer token is accepted unless the emulator pins one; none at all is a 401.
+AUTH = {"Authorization": "Bearer test-token"}
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 Factory = Callable[..., Emulator]
@@ -54,7 +56,7 @@ def emu(make: Factory) -> Emulator:
 
 @pytest.fixture
 def client(emu: Emulator) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=emu.base_url, timeout=20) as c:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH, timeout=20) as c:
         yield c
 
 
@@ -108,7 +110,7 @@ def test_import_does_not_load_pillow() -> None:
 
 def test_lifecycle_statuses_and_timestamps(make: Factory) -> None:
     emu = make(latency=0.3, queue_time=0.15)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         response = create(client, seed=1234)
         assert response.status_code == 201
         first = response.json()
@@ -122,7 +124,8 @@ def test_lifecycle_statuses_and_timestamps(make: Factory) -> None:
         assert "metrics" not in first
         assert first["urls"]["get"] == f"{emu.base_url}/predictions/{first['id']}"
         assert first["urls"]["cancel"] == f"{emu.base_url}/predictions/{first['id']}/cancel"
-        assert not first["urls"]["stream"].startswith(emu.origin)
+        assert first["urls"]["stream"] == f"{emu.origin}/v1/files/stream/{first['id']}"
+        assert first["urls"]["web"] == f"{emu.origin}/p/{first['id']}"
 
         done, seen = poll(client, first["id"])
     assert seen == ["starting", "processing", "succeeded"]
@@ -144,7 +147,7 @@ def test_random_seed_is_reproducible_with_rng_seed(make: Factory) -> None:
     logs = []
     for _ in range(2):
         emu = make(rng_seed=7, latency=0.0, queue_time=0.0)
-        with httpx2.Client(base_url=emu.base_url) as client:
+        with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
             doc = create(client, headers={"Prefer": "wait"}).json()
         logs.append(doc["logs"])
     assert logs[0] == logs[1]
@@ -174,25 +177,49 @@ def test_stats_count_each_endpoint(emu: Emulator, client: httpx2.Client) -> None
 # --- Prefer: wait --------------------------------------------------------------------------------
 
 
-def test_prefer_wait_holds_until_done(client: httpx2.Client) -> None:
+def test_prefer_wait_answers_a_finished_prediction_processing_with_output(
+    client: httpx2.Client,
+) -> None:
+    """Replicate's blocking API: done, but still "processing", with the output already set."""
     response = create(client, headers={"Prefer": "wait"})
     assert response.status_code == 201
-    assert response.json()["status"] == "succeeded"
-    assert response.json()["output"]
+    held = response.json()
+    assert held["status"] == "processing"
+    assert held["output"] and held["completed_at"] is None
+    later = client.get(f"/predictions/{held['id']}").json()
+    assert later["status"] == "succeeded"
+    assert later["output"] == held["output"]
 
 
-def test_prefer_wait_n_answers_unfinished_prediction(make: Factory) -> None:
-    emu = make(latency=30)
-    with httpx2.Client(base_url=emu.base_url) as client:
+def test_prefer_wait_n_that_runs_out_answers_starting(make: Factory) -> None:
+    """Replicate answers "starting" when the wait runs out, though the model is running."""
+    emu = make(latency=30, queue_time=0.1)
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         response = create(client, headers={"Prefer": "wait=1"})
+        now = client.get(f"/predictions/{response.json()['id']}").json()
     assert response.status_code == 201
-    assert response.json()["status"] == "processing"
+    held = response.json()
+    assert held["status"] == "starting"
+    assert (held["started_at"], held["output"], held["logs"]) == (None, None, "")
     assert response.elapsed.total_seconds() >= 0.9
+    assert now["status"] == "processing"  # what it really is doing
+
+
+def test_prefer_wait_answers_a_failure_as_failed(client: httpx2.Client) -> None:
+    doc = create(client, "x [emulator:fail]", headers={"Prefer": "wait"}).json()
+    assert doc["status"] == "failed" and doc["error"]
+
+
+def test_blocking_answers_final_answers_the_status_as_it_is(make: Factory) -> None:
+    emu = make(blocking_answers="final")
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
+        doc = create(client, headers={"Prefer": "wait"}).json()
+    assert doc["status"] == "succeeded" and doc["completed_at"]
 
 
 def test_gateway_mode_ignores_prefer_wait(make: Factory) -> None:
     emu = make(latency=0.5, honor_prefer_wait=False)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         response = create(client, headers={"Prefer": "wait=bogus"})  # not even parsed
     assert response.status_code == 201
     assert response.json()["status"] == "starting"
@@ -206,7 +233,7 @@ def test_invalid_prefer_wait_is_a_problem(client: httpx2.Client) -> None:
 
 def test_early_output_answers_processing_with_output(make: Factory) -> None:
     emu = make(early_output=True)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         held = create(client, headers={"Prefer": "wait"}).json()
         later = client.get(f"/predictions/{held['id']}").json()
     assert held["status"] == "processing"
@@ -233,7 +260,7 @@ def test_cancel_after_cancels_a_running_prediction_and_wakes_prefer_wait(
     make: Factory,
 ) -> None:
     emu = make(latency=30)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         response = create(client, headers={"Cancel-After": "0.3s", "Prefer": "wait=20"})
     doc = response.json()
     assert doc["status"] == "canceled"
@@ -267,7 +294,7 @@ def test_parse_duration_rejects(text: str) -> None:
 
 def test_cancel_endpoint(make: Factory) -> None:
     emu = make(latency=30)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client).json()
         canceled = client.post(f"/predictions/{doc['id']}/cancel")
         again = client.get(f"/predictions/{doc['id']}").json()
@@ -279,7 +306,8 @@ def test_cancel_endpoint(make: Factory) -> None:
 
 
 def test_cancel_leaves_a_finished_prediction_alone(client: httpx2.Client) -> None:
-    doc = create(client, headers={"Prefer": "wait"}).json()
+    held = create(client, headers={"Prefer": "wait"}).json()
+    doc = client.get(f"/predictions/{held['id']}").json()
     assert doc["status"] == "succeeded"
     after = client.post(f"/predictions/{doc['id']}/cancel").json()
     assert after == doc
@@ -287,7 +315,7 @@ def test_cancel_leaves_a_finished_prediction_alone(client: httpx2.Client) -> Non
 
 async def test_cancel_wakes_a_held_create(make: Factory) -> None:
     emu = make()
-    async with httpx2.AsyncClient(base_url=emu.base_url, timeout=30) as client:
+    async with httpx2.AsyncClient(base_url=emu.base_url, headers=AUTH, timeout=30) as client:
         held = asyncio.create_task(
             client.post(
                 CREATE, json={"input": {"prompt": "x [emulator:hang]"}}, headers={"Prefer": "wait"}
@@ -307,13 +335,16 @@ async def test_cancel_wakes_a_held_create(make: Factory) -> None:
 # --- auth, validation, routing -------------------------------------------------------------------
 
 
+UNAUTHENTICATED = {
+    "title": "Unauthenticated",
+    "detail": "You did not pass a valid authentication token",
+    "status": 401,
+}
+
+
 def test_auth(make: Factory) -> None:
     emu = make(token="sekrit")
-    unauthenticated = {
-        "title": "Unauthenticated",
-        "detail": "You did not pass a valid authentication token",
-        "status": 401,
-    }
+    assert emu.token == "sekrit"
     with httpx2.Client(base_url=emu.base_url) as client:
         missing = create(client)
         wrong = create(client, headers={"Authorization": "Bearer nope"})
@@ -325,15 +356,37 @@ def test_auth(make: Factory) -> None:
     for response in (missing, wrong, get_without, cancel_without):
         assert response.status_code == 401
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json() == unauthenticated
+        assert response.json() == UNAUTHENTICATED
     assert good.status_code == 201
     assert file_without.status_code == 200
     assert emu.stats.requests[2].headers["authorization"] == "Bearer sekrit"
     assert emu.stats.predictions_created == 1
 
 
-def test_no_token_means_no_auth(client: httpx2.Client) -> None:
-    assert create(client).status_code == 201
+def test_any_token_is_accepted_but_none_is_401(emu: Emulator) -> None:
+    """As Replicate: a request without a bearer token is refused whatever the configuration."""
+    with httpx2.Client(base_url=emu.base_url) as client:
+        doc = create(client, headers={"Authorization": "Bearer whatever", "Prefer": "wait"})
+        prediction_id = doc.json()["id"]
+        refused = [
+            create(client),
+            create(client, headers={"Authorization": "Bearer"}),
+            create(client, headers={"Authorization": "Basic dXNlcjpwYXNz"}),
+            client.get(f"/predictions/{prediction_id}"),
+            client.post(f"/predictions/{prediction_id}/cancel"),
+            client.get("/predictions"),
+            client.get("/models/black-forest-labs/flux-pro"),
+            client.get("/account"),
+        ]
+        public_file = client.get(doc.json()["output"])
+    assert doc.status_code == 201
+    assert emu.token  # a placeholder any caller can send
+    for response in refused:
+        assert response.status_code == 401, response.request.url
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json() == UNAUTHENTICATED
+    assert public_file.status_code == 200
+    assert emu.stats.predictions_created == 1
 
 
 @pytest.mark.parametrize(
@@ -387,11 +440,13 @@ def test_unknown_directive_is_rejected(client: httpx2.Client) -> None:
     ("method", "path", "status"),
     [
         ("POST", "/models/black-forest-labs/flux-imaginary/predictions", 404),
+        ("GET", "/models/black-forest-labs/flux-imaginary", 404),
         ("GET", "/predictions/doesnotexist", 404),
         ("POST", "/predictions/doesnotexist/cancel", 404),
         ("GET", "/nothing/here", 404),
         ("GET", CREATE, 405),
         ("POST", "/predictions/abc", 405),
+        ("DELETE", "/predictions", 405),
     ],
 )
 def test_not_found_and_wrong_method(
@@ -401,6 +456,16 @@ def test_not_found_and_wrong_method(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["status"] == status
+    if status == 404:
+        assert response.json()["title"] == "Not found"  # one spelling
+
+
+def test_unknown_endpoint_reads_unlike_a_missing_prediction(client: httpx2.Client) -> None:
+    unknown = client.get("/nothing/here").json()
+    missing = client.get("/predictions/doesnotexist").json()
+    assert unknown["title"] == missing["title"] == "Not found"
+    assert unknown["detail"].startswith("No such endpoint: GET /v1/nothing/here")
+    assert missing["detail"] == "Prediction doesnotexist not found."
 
 
 def test_unknown_file_is_404(emu: Emulator) -> None:
@@ -410,14 +475,14 @@ def test_unknown_file_is_404(emu: Emulator) -> None:
 def test_custom_prefix(make: Factory) -> None:
     emu = make(prefix="/replicate/v1/")
     assert emu.base_url == f"{emu.origin}/replicate/v1"
-    with httpx2.Client(base_url=emu.origin) as client:
+    with httpx2.Client(base_url=emu.origin, headers=AUTH) as client:
         assert client.post(f"/replicate/v1{CREATE}", json={"input": {"prompt": "x"}}).is_success
         assert client.post(f"/v1{CREATE}", json={"input": {"prompt": "x"}}).status_code == 404
 
 
 def test_registry_drives_models_and_list_output(make: Factory) -> None:
     emu = make()
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         path = "/models/black-forest-labs/flux-schnell/predictions"
         body = {"input": {"prompt": "x", "num_outputs": 3, "output_format": "png"}}
         doc = client.post(path, json=body, headers={"Prefer": "wait"}).json()
@@ -455,8 +520,11 @@ def test_throttle_fault_body(emu: Emulator, client: httpx2.Client) -> None:
     emu.add_fault(Fault("create", "429", retry_after=5))
     response = create(client)
     assert response.status_code == 429
-    assert response.json()["detail"] == "Request was throttled. Your rate limit resets in ~30s."
-    assert response.json()["retry_after"] == 5
+    assert response.json() == {
+        "detail": "Request was throttled. Your rate limit resets in ~5s.",
+        "status": 429,
+        "retry_after": 5,
+    }
     assert response.headers["retry-after"] == "5"
     assert emu.stats.predictions_created == 0  # a refused create made nothing
     assert create(client).status_code == 201
@@ -472,7 +540,7 @@ def test_forever_fault_until_cleared(emu: Emulator, client: httpx2.Client) -> No
 
 def test_constructor_faults_apply_in_order(make: Factory) -> None:
     emu = make(faults=[Fault("create", "500"), Fault("create", "503", times=2)])
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         assert [create(client).status_code for _ in range(4)] == [500, 503, 503, 201]
 
 
@@ -550,12 +618,14 @@ def test_hang_directive_until_canceled(client: httpx2.Client) -> None:
 
 def test_latency_and_queue_directives(make: Factory) -> None:
     emu = make(latency=30, queue_time=30)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         response = create(
             client, "x [emulator:latency=0.1][emulator:queue=0.05]", {"Prefer": "wait"}
         )
-    assert response.json()["status"] == "succeeded"
-    assert response.json()["metrics"]["predict_time"] == pytest.approx(0.1)
+        done = client.get(f"/predictions/{response.json()['id']}").json()
+    assert response.json()["output"]
+    assert done["status"] == "succeeded"
+    assert done["metrics"]["predict_time"] == pytest.approx(0.1)
 
 
 def test_get_status_directive(emu: Emulator, client: httpx2.Client) -> None:
@@ -602,7 +672,7 @@ def test_fault_validation() -> None:
 
 def test_data_retention_removes_data_and_files(make: Factory) -> None:
     emu = make(data_retention=0.3)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client, headers={"Prefer": "wait"}).json()
         assert client.get(doc["output"]).status_code == 200
         time.sleep(0.4)
@@ -639,7 +709,7 @@ def test_image_sizes(
     make: Factory, inp: dict[str, Any], scale: float, size: tuple[int, int]
 ) -> None:
     emu = make(image_scale=scale)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client, headers={"Prefer": "wait"}, **inp).json()
         image = decode(client.get(doc["output"]).content)
     assert image.size == size
@@ -656,7 +726,7 @@ def test_images_are_deterministic(client: httpx2.Client) -> None:
 
 def test_data_mode_outputs_data_uris(make: Factory) -> None:
     emu = make(output_mode="data")
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client, headers={"Prefer": "wait"}, output_format="jpg").json()
     prefix = "data:image/jpeg;base64,"
     assert doc["output"].startswith(prefix)
@@ -665,7 +735,7 @@ def test_data_mode_outputs_data_uris(make: Factory) -> None:
 
 def test_mislabel_files(make: Factory) -> None:
     emu = make(mislabel_files=True)
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client, headers={"Prefer": "wait"}, output_format="jpg").json()
         response = client.get(doc["output"])
     assert doc["output"].endswith(".png")
@@ -676,7 +746,7 @@ def test_mislabel_files(make: Factory) -> None:
 def test_foreign_urls(make: Factory) -> None:
     emu = make(foreign_urls=True)
     assert emu.foreign_origin != emu.origin
-    with httpx2.Client(base_url=emu.base_url) as client:
+    with httpx2.Client(base_url=emu.base_url, headers=AUTH) as client:
         doc = create(client).json()
         assert doc["urls"]["get"] == f"{emu.foreign_origin}/v1/predictions/{doc['id']}"
         done = client.get(doc["urls"]["get"]).json()  # a client that follows urls.get
@@ -706,7 +776,7 @@ def _raw_exchange(emu: Emulator, payload: bytes, responses: int) -> bytes:
 
 
 def test_keep_alive_serves_several_requests_on_one_connection(emu: Emulator) -> None:
-    request = b"GET /v1/predictions/nope HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET /v1/predictions/nope HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n\r\n"
     data = _raw_exchange(emu, request * 3, responses=3)
     assert data.count(b"HTTP/1.1 404 Not Found") == 3
 
@@ -718,11 +788,11 @@ def test_malformed_request_gets_400(emu: Emulator) -> None:
 
 async def test_async_context_manager() -> None:
     emu = Emulator(latency=0.05, queue_time=0.0)
-    async with emu, httpx2.AsyncClient(base_url=emu.base_url) as client:
+    async with emu, httpx2.AsyncClient(base_url=emu.base_url, headers=AUTH) as client:
         response = await client.post(
             CREATE, json={"input": {"prompt": "x"}}, headers={"Prefer": "wait"}
         )
-    assert response.json()["status"] == "succeeded"
+    assert response.json()["output"]
     with pytest.raises(httpx2.TransportError):
         httpx2.get(emu.base_url + "/predictions/x")  # stopped
     emu.stop()  # idempotent
@@ -731,7 +801,9 @@ async def test_async_context_manager() -> None:
 async def test_200_concurrent_held_creates(make: Factory) -> None:
     emu = make(latency=0.3, latency_jitter=0.1, rng_seed=1)
     limits = httpx2.Limits(max_connections=250, max_keepalive_connections=250)
-    async with httpx2.AsyncClient(base_url=emu.base_url, limits=limits, timeout=60) as client:
+    async with httpx2.AsyncClient(
+        base_url=emu.base_url, headers=AUTH, limits=limits, timeout=60
+    ) as client:
         responses = await asyncio.gather(
             *(
                 client.post(CREATE, json={"input": {"prompt": f"n{i}"}}, headers={"Prefer": "wait"})
@@ -739,7 +811,8 @@ async def test_200_concurrent_held_creates(make: Factory) -> None:
             )
         )
     assert [r.status_code for r in responses] == [201] * 200
-    assert {r.json()["status"] for r in responses} == {"succeeded"}
+    assert {r.json()["status"] for r in responses} == {"processing"}
+    assert all(r.json()["output"] for r in responses)
     assert len({r.json()["id"] for r in responses}) == 200
     assert emu.stats.predictions_created == 200
     assert len(emu.stats.completed_at_monotonic) == 200
@@ -762,9 +835,11 @@ def test_command_line_serves_until_sigint() -> None:
         assert match, line
         assert match.group(2) != "0"
         response = httpx2.post(
-            match.group(1) + CREATE, json={"input": {"prompt": "x"}}, headers={"Prefer": "wait"}
+            match.group(1) + CREATE,
+            json={"input": {"prompt": "x"}},
+            headers={"Prefer": "wait", **AUTH},
         )
-        assert response.json()["status"] == "succeeded"
+        assert response.json()["output"]
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=10) == 0
         assert process.stdout.read() == ""  # exactly one line

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ DUMMY_TOKEN = "r8_dummy-token-for-tests-0123456789"
 #: Claude Desktop's limit on one tool result.
 ONE_MIB = 1_048_576
 CALL_TIMEOUT = 60
+#: The name the tests' client gives: a desktop-like client that shows everything. (The SDK's
+#: default name, ``mcp``, is what LangChain's adapters send: the server answers it text only.)
+TEST_CLIENT = types.Implementation(name="flux-tests", version="0")
 
 
 def server_env(base_url: str, output_dir: Path, **extra: str | None) -> dict[str, str]:
@@ -42,6 +45,8 @@ def server_env(base_url: str, output_dir: Path, **extra: str | None) -> dict[str
         "FLUX_API_TOKEN": DUMMY_TOKEN,
         "FLUX_OUTPUT_DIR": str(output_dir),
         "FLUX_MCP_LOG_LEVEL": "DEBUG",
+        # The test's own cache of learned durations (tests/conftest.py), not the user's.
+        "FLUX_CACHE_DIR": os.environ.get("FLUX_CACHE_DIR", ""),
         # Coverage or site hooks of the test run must not leak into the server.
         "PYTHONUNBUFFERED": "1",
     }
@@ -166,7 +171,9 @@ async def stdio_session(
     with errlog.open("a") as log:
         async with stdio_client(params, errlog=log) as streams:
             read, write = streams[0], streams[1]
-            async with ClientSession(read, write, list_roots_callback=roots) as session:
+            async with ClientSession(
+                read, write, list_roots_callback=roots, client_info=TEST_CLIENT
+            ) as session:
                 with anyio.fail_after(CALL_TIMEOUT):
                     await session.initialize()
                 yield Session(session)
@@ -185,7 +192,9 @@ async def http_session(
     async with (
         http_lib.AsyncClient(headers=headers, timeout=timeout) as http,
         streamable_http_client(url, http_client=http) as streams,
-        ClientSession(streams[0], streams[1], list_roots_callback=roots) as session,
+        ClientSession(
+            streams[0], streams[1], list_roots_callback=roots, client_info=TEST_CLIENT
+        ) as session,
     ):
         with anyio.fail_after(CALL_TIMEOUT):
             await session.initialize()
@@ -246,6 +255,43 @@ class ServerProcess:
     @property
     def stderr(self) -> str:
         return "".join(self.stderr_text)
+
+    def wait_for_stdout(
+        self, wanted: Callable[[dict[str, Any]], bool], timeout: float = CALL_TIMEOUT
+    ) -> dict[str, Any]:
+        """The first JSON-RPC message on stdout (notifications included) that ``wanted``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no such message on stdout; stderr was:\n{self.stderr}")
+            try:
+                line = self.stdout_lines.get(timeout=min(left, 0.2))
+            except queue.Empty:
+                continue
+            message: dict[str, Any] = json.loads(line)
+            if wanted(message):
+                return message
+
+    def call_tool(self, request_id: int, name: str, arguments: dict[str, Any]) -> None:
+        """Send a tools/call asking for progress (token ``p<request_id>``), without waiting."""
+        self.send(
+            {
+                "jsonrpc": "2.0",
+                "id": request_id,
+                "method": "tools/call",
+                "params": {
+                    "name": name,
+                    "arguments": arguments,
+                    "_meta": {"progressToken": f"p{request_id}"},
+                },
+            }
+        )
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs in the server."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
 
     # raw JSON-RPC over stdio: to measure exactly the bytes a client receives
     def send(self, message: dict[str, Any]) -> None:

@@ -194,3 +194,37 @@ def test_the_offline_example_runs(tmp_path: Path) -> None:
     assert "still processing" in done.stdout and "steps" in done.stdout
     assert len(list((tmp_path / "out").glob("*.webp"))) == 2
     assert len(list((tmp_path / "out").glob("*.png"))) == 1
+
+
+def test_the_help_names_every_setting_of_the_core_and_the_server() -> None:
+    import flux_tools
+    from mcp_server import config
+
+    done = subprocess.run(
+        [sys.executable, "-m", "mcp_server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"COLUMNS": "400", **{k: v for k, v in os.environ.items() if k != "COLUMNS"}},
+    )
+    assert done.returncode == 0
+    help_text = " ".join(done.stdout.split())
+    for var in (*flux_tools.ENVIRONMENT, *config.ENVIRONMENT):
+        assert var.name in help_text, var.name
+    assert {v.name for v in config.ENVIRONMENT} >= READ_BY_THE_SERVER - {
+        v.name for v in flux_tools.ENVIRONMENT
+    }
+
+
+def test_the_core_settings_are_the_clients_and_flags_replace_image_folders(tmp_path: Path) -> None:
+    env = {
+        "REPLICATE_BASE_URL": "https://api.replicate.com",  # the official client's origin form
+        "FLUX_IMAGE_DIRS": str(tmp_path / "env"),
+        "FLUX_API_TOKEN": "r8_settings",
+    }
+    config = load_config([], env)
+    assert config.settings.base_url == config.base_url == "https://api.replicate.com/v1"
+    assert config.settings.token == "r8_settings" and "r8_settings" not in repr(config.settings)
+    assert config.image_dirs == (tmp_path / "env",)
+    flagged = load_config(["--image-dir", str(tmp_path / "flag")], env)
+    assert flagged.image_dirs == (tmp_path / "flag",)  # flags narrow, not add to, the env's

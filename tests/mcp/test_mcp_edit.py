@@ -19,9 +19,9 @@ import anyio
 import pytest
 from PIL import Image
 
-from flux_tools import MODELS
-from flux_tools._registry import edit_arguments, known_model
+from flux_tools import MODELS, edit_arguments, known_model
 from flux_tools.emulator import Emulator
+from mcp_server._sdk import lean_schema
 
 from .mcp_helpers import (
     ONE_MIB,
@@ -35,6 +35,7 @@ from .mcp_helpers import (
     stdio_session,
     text_of,
 )
+from .real_clients import LEGACY, combinations, connect, serving
 
 pytestmark = pytest.mark.mcp
 
@@ -108,7 +109,7 @@ async def test_edit_image_and_list_models_are_described_for_the_agent(
         tools = await session.list_tools()
 
     edit = tools["edit_image"]
-    expected = edit_arguments(known_model("flux-kontext-pro")).model_json_schema()
+    expected = lean_schema(edit_arguments(known_model("flux-kontext-pro")).model_json_schema())
     schema = edit["inputSchema"]
     assert schema["properties"] == expected["properties"]
     assert set(schema["required"]) == {"prompt", "input_image"}
@@ -118,9 +119,8 @@ async def test_edit_image_and_list_models_are_described_for_the_agent(
     assert edit["annotations"]["readOnlyHint"] is False
     assert edit["annotations"]["openWorldHint"] is True
     assert edit["annotations"]["destructiveHint"] is False
-    assert set(edit["outputSchema"]["properties"]) == set(
-        tools["generate_image"]["outputSchema"]["properties"]
-    )
+    # The result is generate_image's: its output schema is published once, there.
+    assert "outputSchema" not in edit and "outputSchema" in tools["generate_image"]
     description = edit["description"]
     assert "prediction_id" in description and "just generated" in description
     assert "uploaded in the chat" in description and "data: URI" in description
@@ -441,7 +441,8 @@ async def test_flux_schnell_gives_its_schema_and_every_image_of_a_list_output(
 
     schnell = known_model("flux-schnell")
     schema = tools["generate_image"]["inputSchema"]
-    assert schema["properties"] == schnell.input_model.model_json_schema()["properties"]
+    published = lean_schema(schnell.input_model.model_json_schema())
+    assert schema["properties"] == published["properties"]
     assert schema["properties"]["num_outputs"]["maximum"] == 4
     assert "flux-schnell" in tools["generate_image"]["description"]
 
@@ -450,7 +451,7 @@ async def test_flux_schnell_gives_its_schema_and_every_image_of_a_list_output(
     files = [Path(p) for p in structured["files"]]
     pid = structured["prediction_id"]
     assert len(files) == 3 and len(set(files)) == 3
-    assert [f.name for f in files] == [f"{pid}-{i}.webp" for i in range(3)]
+    assert [f.name for f in files] == [f"{pid}_{i}.webp" for i in range(3)]
     assert all(f.is_file() and f.parent == images for f in files)
     assert structured["urls"] == emulator.prediction_json(pid)["output"]
     assert len(structured["urls"]) == 3
@@ -506,3 +507,40 @@ async def test_a_copied_result_is_found_in_a_root(
         )
     assert sent_image(emulator, result) == data_uri(moved, "image/webp")
     assert abs(aspect(edited_file(result)) - 1.5) < 0.05
+
+
+# -- roots under both protocol eras -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("client", "era"), combinations())
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+async def test_a_file_in_a_shared_root_is_edited_in_each_protocol_era(
+    emulator: Emulator,
+    images: Path,
+    tmp_path: Path,
+    workdir: Path,
+    errlog: Path,
+    client: str,
+    era: str,
+    transport: str,
+) -> None:
+    """Under 2025-11-25 the server asks ``roots/list`` mid-call; under 2026-07-28 it cannot
+    (no back channel), and the SDK's resolver asks with the call's first answer instead."""
+    project = tmp_path / "project"
+    original = photo(project / "assets" / "car.png", (640, 360))
+    env = server_env(emulator.base_url, images)
+    with serving(transport, env, workdir, errlog) as target:
+        async with connect(client, era, target, roots=[project]) as caller:
+            result = await caller.call(
+                "edit_image", {"prompt": INSTRUCTION, "input_image": str(original)}
+            )
+            outside = await caller.call(
+                "edit_image",
+                {"prompt": INSTRUCTION, "input_image": str(photo(tmp_path / "other" / "x.png"))},
+            )
+    if era != LEGACY:
+        assert caller.protocol_version == era
+    edited_file(result)
+    assert sent_image(emulator, result) == data_uri(original)
+    assert outside["isError"] is True and "outside the allowed folders" in text_of(outside)
+    assert emulator.stats.creates == 1
