@@ -48,3 +48,26 @@ def test_importing_compiles_no_input_model() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["0", "1"]
+
+
+def test_front_ends_import_only_the_public_api() -> None:
+    """``mcp_server`` and ``flux_tools.langchain`` are thin adapters over ``flux_tools``'s
+    public names: no ``flux_tools._private`` module is imported by them."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [root / "flux_tools" / "langchain.py", *sorted((root / "mcp_server").rglob("*.py"))]
+    private = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom):
+                base = "." * node.level + (node.module or "")
+                if path.name == "langchain.py" and node.level == 1:
+                    base = "flux_tools." + (node.module or "")
+                names = [base]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            private += [f"{path.name}: {n}" for n in names if n.startswith("flux_tools._")]
+    assert private == []

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -23,41 +22,10 @@ from PIL import Image
 from flux_tools.emulator import Emulator, Fault
 from flux_tools.emulator._state import parse_duration
 
-CREATE = "/models/black-forest-labs/flux-pro/predictions"
+from .conftest import AUTH, CREATE, Factory
+
 TERMINAL = {"succeeded", "failed", "canceled", "aborted"}
-#: Any bearer token is accepted unless the emulator pins one; none at all is a 401.
-AUTH = {"Authorization": "Bearer test-token"}
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
-
-Factory = Callable[..., Emulator]
-
-
-@pytest.fixture
-def make() -> Iterator[Factory]:
-    started: list[Emulator] = []
-
-    def factory(**options: Any) -> Emulator:
-        options.setdefault("latency", 0.1)
-        options.setdefault("queue_time", 0.05)
-        options.setdefault("image_scale", 0.25)
-        emulator = Emulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in started:
-        emulator.stop()
-
-
-@pytest.fixture
-def emu(make: Factory) -> Emulator:
-    return make()
-
-
-@pytest.fixture
-def client(emu: Emulator) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=emu.base_url, headers=AUTH, timeout=20) as c:
-        yield c
 
 
 def create(

@@ -6,35 +6,16 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx2
 import pytest
 
-from flux_tools.emulator import Emulator, RateLimit, RateLimits
+from flux_tools.emulator import RateLimit, RateLimits
 from flux_tools.emulator.__main__ import _parser
 
-CREATE = "/models/black-forest-labs/flux-pro/predictions"
-AUTH = {"Authorization": "Bearer test-token"}
-Factory = Callable[..., Emulator]
+from .conftest import AUTH, CREATE, Factory
 
-
-@pytest.fixture
-def make() -> Iterator[Factory]:
-    started: list[Emulator] = []
-
-    def factory(**options: Any) -> Emulator:
-        options.setdefault("latency", 0.05)
-        options.setdefault("queue_time", 0.0)
-        options.setdefault("image_scale", 0.25)
-        emulator = Emulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in started:
-        emulator.stop()
+EMULATOR_DEFAULTS = {"latency": 0.05, "queue_time": 0.0, "image_scale": 0.25}
 
 
 def create(client: httpx2.Client, **headers: str) -> httpx2.Response:

@@ -16,7 +16,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx2
@@ -27,37 +26,9 @@ from flux_tools import MODELS, snapshot_schema
 from flux_tools.emulator import Emulator
 from flux_tools.emulator._images import reference_tiles
 
-AUTH = {"Authorization": "Bearer test-token"}
-CREATE = "/models/black-forest-labs/flux-pro/predictions"
-Factory = Callable[..., Emulator]
+from .conftest import AUTH, CREATE, Factory
 
-
-@pytest.fixture
-def make() -> Iterator[Factory]:
-    started: list[Emulator] = []
-
-    def factory(**options: Any) -> Emulator:
-        options.setdefault("latency", 0.1)
-        options.setdefault("queue_time", 0.02)
-        options.setdefault("image_scale", 0.25)
-        emulator = Emulator(**options).start()
-        started.append(emulator)
-        return emulator
-
-    yield factory
-    for emulator in started:
-        emulator.stop()
-
-
-@pytest.fixture
-def emu(make: Factory) -> Emulator:
-    return make()
-
-
-@pytest.fixture
-def client(emu: Emulator) -> Iterator[httpx2.Client]:
-    with httpx2.Client(base_url=emu.base_url, headers=AUTH, timeout=20) as c:
-        yield c
+EMULATOR_DEFAULTS = {"latency": 0.1, "queue_time": 0.02, "image_scale": 0.25}
 
 
 def png(colour: tuple[int, int, int], size: tuple[int, int] = (64, 64)) -> str:
