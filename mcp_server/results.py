@@ -83,6 +83,7 @@ class ImageResult(BaseModel):
     next_step: str | None = Field(
         default=None, description="What to do next, when the image is not ready yet."
     )
+    cost: float | None = Field(default=None, description="Estimated cost, USD.")
 
 
 @dataclass
@@ -100,6 +101,8 @@ class Finished:
     edited: bool = False
     #: A last line saying how to go on (e.g. how to edit this result).
     follow_up: str | None = None
+    #: The estimated cost in USD (the model's price), when known.
+    cost: float | None = None
 
 
 def _describe(seconds: float | None) -> str:
@@ -132,6 +135,7 @@ def finished_structured(done: Finished) -> dict[str, object]:
         resource_uris=[resource_uri(p) for p in done.files],
         seed=done.seed,
         timings=done.timings,
+        cost=done.cost,
     ).model_dump(mode="json")
 
 

@@ -356,6 +356,7 @@ class FluxTools:
             timings=result.timings,
             prompt=_prompt(result.input),
             edited=_edited(result.model, result.input),
+            cost=result.cost,
         )
         done.follow_up = self._edit_hint(done)
         return done
@@ -500,6 +501,7 @@ class FluxTools:
             timings=_timings(meta.get("timings")),
             prompt=_prompt(meta.get("input") or {}),
             edited=_edited(model, meta.get("input")),
+            cost=_cost(meta.get("cost")),
         )
         done.follow_up = self._edit_hint(done)
         return done
@@ -559,6 +561,11 @@ def _timings(data: Any) -> Timings:
         return Timings.model_validate(data or {})
     except ValidationError:  # a sidecar edited by hand: the image still counts
         return Timings()
+
+
+def _cost(value: Any) -> float | None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number and value >= 0 else None
 
 
 def _prompt(data: Any) -> str | None:

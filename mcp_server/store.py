@@ -83,6 +83,7 @@ class ImageStore:
             "completed_at": _iso(prediction.completed_at),
             "saved_at": saved_at,
             "timings": result.timings.model_dump(),
+            "cost": result.cost,
             "urls": result.urls,
             "generator": f"flux-tools {__version__} (MCP server)",
         }

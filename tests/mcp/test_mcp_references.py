@@ -88,3 +88,21 @@ async def test_a_refused_reference_is_named_and_nothing_is_sent(
     assert "input_images[1]" in text_of(result) and "outside the allowed folders" in text_of(result)
     assert "input_images" in text_of(too_many)
     assert emulator.stats.predictions_created == 0
+
+
+async def test_a_result_says_what_it_cost(
+    emulator: Emulator, tmp_path: Path, workdir: Path, errlog: Path
+) -> None:
+    """The estimated cost (the model's price) is in the structured content, also when the
+    result is read back from the saved image by get_prediction."""
+    from flux_tools import MODELS
+
+    out = tmp_path / "images"
+    async with session(emulator, out, workdir, errlog) as client:
+        made = await client.call("generate_image", {"prompt": "a priced image"})
+        again = await client.call(
+            "get_prediction", {"prediction_id": made["structuredContent"]["prediction_id"]}
+        )
+    expected = MODELS["black-forest-labs/flux-pro"].price_usd
+    assert made["structuredContent"]["cost"] == pytest.approx(expected)
+    assert again["structuredContent"]["cost"] == pytest.approx(expected)
