@@ -14,6 +14,8 @@ minute instead of colliding. It never sleeps and reads the time only from the cl
 given: the drivers sleep (blocking or awaiting) for what it answers, and the tests drive it with
 a fake clock.
 
+- Requests reach the server a little off the moment they were sent: the schedule aims 5 %
+  below the rates and leaves a jitter's room (0.1 s) after each burst.
 - A request with a deadline is never made late by the limiter: when its slot would fall after
   the deadline it is sent at the deadline instead (the slot is still booked, so the budget is
   paid back by the requests behind it).
@@ -47,6 +49,8 @@ Lane = Literal["create", "read"]
 #: Replicate's published limits (requests a minute).
 DEFAULT_CREATES_PER_MINUTE = 600.0
 DEFAULT_READS_PER_MINUTE = 3000.0
+#: Seconds a request may arrive off its slot (see :attr:`RateLimits.jitter`).
+DEFAULT_JITTER = 0.1
 #: Pause after a 429 that gave no ``Retry-After``.
 DEFAULT_THROTTLE_PAUSE = 1.0
 #: Slowest a bucket may fall after repeated 429s, as a fraction of its configured rate.
@@ -79,6 +83,11 @@ class RateLimits:
     #: Aim this much below the limits: requests sent at the edge of a slot may arrive a little
     #: early or out of order, and a 429 costs more than the slack.
     safety: float = 0.05
+    #: Seconds by which a request may reach the server later or earlier than it was sent
+    #: (network, scheduling). A rate margin alone does not cover it: the first request after a
+    #: burst may overtake a delayed one of the burst. The burst leaves this much room instead
+    #: (a burst of 1: each request waits this much more than the interval).
+    jitter: float = DEFAULT_JITTER
     #: The share of the reads the account allows per create (3000 / 600 = 5 by default) that
     #: one generation's polls may plan to spend; the rest is headroom (retries, progress,
     #: lists, downloads of other tools on the same account).
@@ -93,6 +102,8 @@ class RateLimits:
             raise ValueError("poll_share is a fraction in (0, 1]")
         if not 0 <= self.safety < 1:
             raise ValueError("safety is a fraction in [0, 1)")
+        if not 0 <= self.jitter < 60:
+            raise ValueError("jitter is a number of seconds in [0, 60)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RateLimits:
@@ -133,18 +144,24 @@ class RateLimits:
 class _Bucket:
     """One budget as a virtual schedule: ``tat`` is when the bucket is next empty-handed."""
 
-    def __init__(self, per_minute: float, burst: int, now: float) -> None:
+    def __init__(self, per_minute: float, burst: int, now: float, jitter: float = 0.0) -> None:
         self.base_interval = 60.0 / per_minute
         self.interval = self.base_interval
         self.burst = burst
-        self.tat = now  # "theoretical arrival time": the bucket is full at any time >= tat
+        self.jitter = jitter
+        # "Theoretical arrival time": the bucket is full at any time >= tat. A tolerance below
+        # zero (a burst of 1 less the jitter) must not delay the very first request.
+        self.tat = now + min(0.0, self.tolerance())
         self.blocked_until = -math.inf
         self.cut_at = -math.inf
 
+    def tolerance(self) -> float:
+        """How far ahead of its schedule a request may go: the burst, less the jitter."""
+        return (self.burst - 1) * self.interval - self.jitter
+
     def reserve(self, now: float, deadline: float | None) -> float:
         """Book the next slot; return the time to send at."""
-        tolerance = (self.burst - 1) * self.interval
-        at = max(now, self.tat - tolerance, self.blocked_until)
+        at = max(now, self.tat - self.tolerance(), self.blocked_until)
         if at - now < 1e-9:
             at = now
         if deadline is not None and at > deadline:
@@ -202,7 +219,8 @@ class LimiterStats:
 class RateLimiter:
     """The account's budgets, shared by every request of one client (thread-safe).
 
-    >>> limiter = RateLimiter(RateLimits(creates_per_minute=60, create_burst=1), clock=lambda: 0)
+    >>> limits = RateLimits(creates_per_minute=60, create_burst=1, safety=0, jitter=0)
+    >>> limiter = RateLimiter(limits, clock=lambda: 0)
     >>> limiter.acquire("create"), limiter.acquire("create")
     (0.0, 1.0)
     """
@@ -218,11 +236,13 @@ class RateLimiter:
                 self.limits.creates_per_minute * (1 - self.limits.safety),
                 self.limits.create_burst,
                 now,
+                self.limits.jitter,
             ),
             "read": _Bucket(
                 self.limits.reads_per_minute * (1 - self.limits.safety),
                 self.limits.read_burst,
                 now,
+                self.limits.jitter,
             ),
         }
         self._lock = threading.Lock()

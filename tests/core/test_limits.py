@@ -41,7 +41,7 @@ class Clock:
 
 def test_a_burst_gets_slots_spread_at_the_rate() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(create_burst=10, safety=0), clock=clock)
+    limiter = RateLimiter(RateLimits(create_burst=10, safety=0, jitter=0), clock=clock)
     delays = [limiter.acquire("create") for _ in range(30)]
     assert delays[:10] == [0.0] * 10  # the burst goes at once
     later = delays[10:]
@@ -56,7 +56,7 @@ def test_a_burst_gets_slots_spread_at_the_rate() -> None:
 
 def test_the_budget_holds_over_a_minute_at_any_number_waiting() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(read_burst=50, safety=0), clock=clock)
+    limiter = RateLimiter(RateLimits(read_burst=50, safety=0, jitter=0), clock=clock)
     send_times = sorted(clock.now + limiter.acquire("get") for _ in range(10_000))
     # In any 60 s window, at most the rate plus the burst.
     start = 0
@@ -68,7 +68,9 @@ def test_the_budget_holds_over_a_minute_at_any_number_waiting() -> None:
 
 def test_a_slot_is_never_after_the_deadline() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(reads_per_minute=60, read_burst=1, safety=0), clock=clock)
+    limiter = RateLimiter(
+        RateLimits(reads_per_minute=60, read_burst=1, safety=0, jitter=0), clock=clock
+    )
     assert limiter.acquire("get") == 0.0
     assert limiter.acquire("get") == pytest.approx(1.0)
     assert limiter.acquire("get") == pytest.approx(2.0)
@@ -81,7 +83,7 @@ def test_a_slot_is_never_after_the_deadline() -> None:
 
 def test_a_429_pauses_the_budget_for_retry_after_and_slows_it() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(create_burst=1, safety=0), clock=clock)
+    limiter = RateLimiter(RateLimits(create_burst=1, safety=0, jitter=0), clock=clock)
     assert limiter.acquire("create") == 0.0
     limiter.observe("create", 429, {"retry-after": "3"})
     assert limiter.acquire("create") == pytest.approx(3.0)
@@ -99,7 +101,7 @@ def test_a_429_pauses_the_budget_for_retry_after_and_slows_it() -> None:
 
 def test_ratelimit_remaining_drains_the_bucket() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(read_burst=50, safety=0), clock=clock)
+    limiter = RateLimiter(RateLimits(read_burst=50, safety=0, jitter=0), clock=clock)
     limiter.observe("get", 200, {"ratelimit-remaining": "2", "ratelimit-reset": "40"})
     delays = [limiter.acquire("get") for _ in range(4)]
     assert delays[:2] == [0.0, 0.0]
@@ -115,9 +117,60 @@ def test_ratelimit_remaining_drains_the_bucket() -> None:
     assert 300 <= immediate < 400 and delays[immediate] == pytest.approx(0.02)
 
 
+def _rejected_on_arrival(limits: RateLimits, rate: str, seed: int, late: float) -> int:
+    """Send 40 creates on the limiter's schedule; each reaches the server (the emulator's own
+    token bucket) up to ``late`` seconds after it was sent. How many does the server refuse?"""
+    from flux_tools.emulator._ratelimit import RateLimit, _TokenBucket
+
+    clock = Clock()
+    start = clock.now
+    limiter = RateLimiter(limits, clock=clock)
+    sent = [clock.now + limiter.acquire("create") for _ in range(40)]
+    rng = random.Random(seed)
+    # The worst case for a token bucket: some requests late by the whole allowance, the rest
+    # on time, so a later one overtakes an earlier one.
+    arrivals = sorted(t + (late if rng.random() < 0.5 else 0.0) for t in sent)
+    server = _TokenBucket(RateLimit.parse(rate), start)
+    return sum(1 for t in arrivals if not server.take(t).allowed)
+
+
+@pytest.mark.parametrize(
+    ("rate", "burst"), [("120/60:burst=4", 4), ("240/60:burst=6", 6), ("6/60:burst=1", 1)]
+)
+def test_requests_arriving_off_their_slot_still_fit_the_server_bucket(
+    rate: str, burst: int
+) -> None:
+    per_minute = float(rate.split("/")[0])
+    limits = RateLimits(creates_per_minute=per_minute, create_burst=burst, jitter=0.1)
+    # Late by up to the jitter allowance, in any pattern: never refused.
+    assert [_rejected_on_arrival(limits, rate, seed, late=0.1) for seed in range(50)] == [0] * 50
+    # After a burst the rate margin alone does not cover it: without the allowance some are
+    # refused. (A burst of 1 at 6 a minute: the 5 % margin is 0.5 s, more than the delay.)
+    bare = RateLimits(creates_per_minute=per_minute, create_burst=burst, jitter=0)
+    refused = sum(_rejected_on_arrival(bare, rate, seed, late=0.1) for seed in range(50))
+    assert refused > 0 if burst > 1 else refused == 0
+
+
+def test_the_jitter_allowance_costs_one_short_wait_per_burst() -> None:
+    clock = Clock()
+    limiter = RateLimiter(RateLimits(create_burst=10, safety=0, jitter=0.1), clock=clock)
+    delays = [limiter.acquire("create") for _ in range(12)]
+    assert delays[:9] == [0.0] * 9  # most of the burst still goes at once
+    assert delays[9:] == [pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.3)]
+    # A burst of 1: the first request is not delayed, each next one waits the jitter more.
+    single = RateLimiter(RateLimits(creates_per_minute=6, create_burst=1, safety=0), clock=clock)
+    assert [single.acquire("create") for _ in range(3)] == [
+        0.0,
+        pytest.approx(10.1),
+        pytest.approx(20.2),
+    ]
+    with pytest.raises(ValueError, match="jitter"):
+        RateLimits(jitter=-1)
+
+
 def test_a_burst_is_not_learned_while_throttled() -> None:
     clock = Clock()
-    limiter = RateLimiter(RateLimits(create_burst=2, safety=0), clock=clock)
+    limiter = RateLimiter(RateLimits(create_burst=2, safety=0, jitter=0), clock=clock)
     limiter.acquire("create")
     limiter.observe("create", 429, {"retry-after": "1"})
     limiter.acquire("create")
@@ -299,8 +352,16 @@ async def test_a_burst_stays_within_the_enforced_limits(
         honor_prefer_wait=False,
         latency=0.4,
     )
+    # The emulator answers from a thread of this process on a shared 2-core machine: a request
+    # may wait for the interpreter longer than a network would delay it, hence the jitter.
     limits = (
-        RateLimits(creates_per_minute=120, reads_per_minute=240, create_burst=4, read_burst=6)
+        RateLimits(
+            creates_per_minute=120,
+            reads_per_minute=240,
+            create_burst=4,
+            read_burst=6,
+            jitter=0.3,
+        )
         if configured == "matching"
         else RateLimits()
     )
