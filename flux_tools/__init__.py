@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._batch import BatchReport, BatchStatus, agenerate_many, generate_many
 from ._client import AsyncFluxClient, ClientOptions, FluxClient
-from ._downloads import MEDIA_TYPES, safe_stem
+from ._downloads import MEDIA_TYPES, safe_stem, write_text_atomic
 from ._exceptions import (
     TOKEN_ENV_VARS,
     AuthenticationError,
@@ -43,6 +43,7 @@ from ._frontend import (
 )
 from ._image_inputs import DEFAULT_MAX_IMAGE_BYTES, IMAGE_DIRS_ENV
 from ._inputs import IMAGE_URI_PREFIXES, FluxInput, ImageField
+from ._journal import JOURNAL_DIR, RETENTION_SECONDS, Journal, PendingPrediction
 from ._limits import RateLimiter, RateLimits, Spending
 from ._policy import TERMINAL_STATUSES, DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction, Timings, abbreviate
@@ -111,8 +112,10 @@ __all__ = [
     "ENVIRONMENT",
     "IMAGE_DIRS_ENV",
     "IMAGE_URI_PREFIXES",
+    "JOURNAL_DIR",
     "MEDIA_TYPES",
     "MODELS",
+    "RETENTION_SECONDS",
     "TERMINAL_STATUSES",
     "TOKEN_ENV_VARS",
     "AsyncFluxClient",
@@ -148,7 +151,9 @@ __all__ = [
     "FluxSchnellInput",
     "GenerationResult",
     "ImageField",
+    "Journal",
     "ModelSpec",
+    "PendingPrediction",
     "PollSchedule",
     "Prediction",
     "PredictionFailed",
@@ -190,4 +195,5 @@ __all__ = [
     "safe_text",
     "snapshot_document",
     "snapshot_schema",
+    "write_text_atomic",
 ]

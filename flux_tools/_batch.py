@@ -59,8 +59,8 @@ from ._exceptions import (
 from ._inputs import IMAGE_URI_PREFIXES
 from ._prediction import Prediction
 from ._pricing import Budget
-from ._protocol import Call, Flow
 from ._registry import normalize_model_name
+from ._requests import Call, Flow
 
 if TYPE_CHECKING:
     from ._client import AsyncFluxClient, FluxClient
@@ -460,7 +460,7 @@ def _list_flow(client: AsyncFluxClient, after: datetime) -> Flow[list[Prediction
     for _ in range(MAX_LIST_PAGES):
         if url is None:
             break
-        reply = yield from flows._request(Call("GET", url, "get"), deadline=None)
+        reply = yield from flows.requests.send(Call("GET", url, "get"), deadline=None)
         try:
             page = json.loads(reply.body)
         except ValueError:
@@ -486,7 +486,9 @@ def _list_flow(client: AsyncFluxClient, after: datetime) -> Flow[list[Prediction
             break
         advertised = page.get("next")
         # Followed only on the configured origin (the token goes nowhere else).
-        url = (flows._follow(advertised, "") or None) if isinstance(advertised, str) else None
+        url = (
+            (flows.requests.follow(advertised, "") or None) if isinstance(advertised, str) else None
+        )
     return found
 
 

@@ -29,17 +29,15 @@ from ._limits import RateLimiter, RateLimits, Spending
 from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
 from ._pricing import Budget, PriceTable
-from ._protocol import (
-    CLEANUP_SECONDS,
+from ._protocol import CLEANUP_SECONDS, PredictionFlows, Running
+from ._requests import (
     MAX_REPLY_BYTES,
     Action,
     Call,
     Flow,
     LoadImage,
     Outcome,
-    PredictionFlows,
     Reply,
-    Running,
     Sleep,
     origin,
 )

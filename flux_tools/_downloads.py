@@ -46,6 +46,7 @@ import os
 import re
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -181,7 +182,7 @@ def decode_data_uri(uri: str, max_bytes: int | None = None) -> tuple[bytes, str 
 
 
 def _origin(url: str | httpx2.URL) -> Origin:
-    from ._protocol import origin  # one definition of an origin; imported late (import cycle)
+    from ._requests import origin  # one definition of an origin; imported late (import cycle)
 
     return origin(url)
 
@@ -794,3 +795,20 @@ __all__ = [
     "save_outputs",
     "sniff_extension",
 ]
+
+
+def write_text_atomic(target: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``target`` whole or not at all: a temporary file beside it, then a
+    rename (a reader never sees half a file; a crash leaves the old one). ``durable``: synced
+    to disk before the rename. The folder must exist; raises :class:`OSError`."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise

@@ -17,10 +17,8 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import random
 import statistics
-import tempfile
 import threading
 import time
 import weakref
@@ -270,18 +268,9 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """Where flux-tools keeps what it learns between processes: ``$FLUX_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/flux-tools``, else ``~/.cache/flux-tools``."""
-    env = os.environ if environ is None else environ
-    if env.get("FLUX_CACHE_DIR"):
-        return Path(env["FLUX_CACHE_DIR"]).expanduser()
-    base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else None
-    return (base or Path.home() / ".cache") / "flux-tools"
-
-
 class DurationStore:
-    """Learned durations on disk (``durations.json`` in :func:`cache_dir`), shared by every
+    """Learned durations on disk (``durations.json`` in the cache folder: ``FLUX_CACHE_DIR``,
+    else ``$XDG_CACHE_HOME/flux-tools``, else ``~/.cache/flux-tools``), shared by every
     process of the user: the CLI and a fresh MCP server start from what earlier ones saw.
 
     Writes are atomic (a temporary file renamed over the old one) and merge with what another
@@ -292,7 +281,11 @@ class DurationStore:
     MAX_KEYS = 200
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path if path is not None else cache_dir() / "durations.json"
+        if path is None:
+            from ._settings import default_cache_dir  # the one reader of the environment
+
+            path = default_cache_dir() / "durations.json"
+        self.path = path
 
     def load(self) -> dict[str, list[float]]:
         try:
@@ -332,19 +325,11 @@ class DurationStore:
         if len(entries) > self.MAX_KEYS:  # keep the most recently updated
             entries = dict(sorted(entries.items(), key=_updated)[-self.MAX_KEYS :])
         text = json.dumps({"version": self.VERSION, "durations": entries}, indent=1)
+        from ._downloads import write_text_atomic
+
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".durations-", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(text)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            write_text_atomic(self.path, text, durable=True)
         except OSError:
             logger.debug("could not save learned durations to %s", self.path, exc_info=True)
 
@@ -393,7 +378,7 @@ class DurationStats:
         cls, base_url: str, *, persist: bool = True, priors: bool | None = None
     ) -> DurationStats:
         """What a client starts from: the registry's priors, and (``persist``) the durations
-        earlier processes learned from the same API host, kept in :func:`cache_dir`.
+        earlier processes learned from the same API host, kept in the cache folder.
 
         ``priors=None`` uses them unless the API is on this machine: the registry's durations
         are Replicate's, and an API on loopback (the emulator, in a user's tests) runs at its

@@ -1,9 +1,14 @@
-"""The request logic of a generation, written once for the sync and the async client.
+"""The operations of a generation (create, wait, run, follow, edit), written once for the sync
+and the async client.
 
 Each operation is a generator that *yields actions* (send this request, sleep this long, report
-this state) and receives the outcome of each. It never does I/O itself: ``FluxClient`` runs the
-actions with blocking calls and ``AsyncFluxClient`` with awaits, so both clients make exactly the
-same decisions (retries, poll schedule, deadlines, cancel on interrupt) and cannot drift apart.
+this state; :mod:`._requests`) and receives the outcome of each. It never does I/O itself:
+``FluxClient`` runs the actions with blocking calls and ``AsyncFluxClient`` with awaits, so both
+clients make exactly the same decisions (retries, poll schedule, deadlines, cancel on interrupt)
+and cannot drift apart. This module holds the waiting: who owns a prediction, the deadline and
+the soft budget, what is learned, the result. One request (URLs, retries, errors, the account's
+budgets) is :class:`~._requests.Requests`; the input (validation, live schemas, image sources)
+is :class:`~._payloads.Payloads`.
 """
 
 from __future__ import annotations
@@ -11,13 +16,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal, TypeVar
-from urllib.parse import quote
-
-import httpx2
-from pydantic import BaseModel, ValidationError
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from ._exceptions import (
     FluxAPIError,
@@ -26,25 +27,16 @@ from ._exceptions import (
     FluxInputError,
     PredictionFailed,
     PredictionTimeout,
-    api_error,
 )
 from ._image_inputs import LocalImages
-from ._inputs import IMAGE_URI_PREFIXES, FluxInput, check_image_uri, data_uri_size
+from ._inputs import FluxInput
 from ._limits import RateLimiter
+from ._payloads import Payloads
 from ._policy import DurationStats, PollSchedule, RetryPolicy
 from ._prediction import GenerationResult, Prediction
 from ._pricing import Budget, PriceTable
-from ._registry import (
-    EditImages,
-    ModelSpec,
-    edit_input,
-    edit_spec,
-    model_spec,
-    normalize_model_name,
-)
-from ._schemas import input_error, live_input_model
-
-T = TypeVar("T")
+from ._registry import EditImages, edit_input, edit_spec, normalize_model_name, spec_or_none
+from ._requests import Call, Flow, Report, Requests, Sleep
 
 #: Longest ``Prefer: wait`` the API honours.
 MAX_SYNC_WAIT = 60
@@ -55,70 +47,9 @@ CLEANUP_SECONDS = 10.0
 #: ``Cancel-After`` is our deadline plus this: the server's stop is the backstop for a client
 #: that vanished, not a race with our own cancel (which reports PredictionTimeout).
 CANCEL_AFTER_MARGIN = 10.0
-#: Largest API answer read (a prediction with inline ``data:`` outputs is the largest honest
-#: one): a gateway's endless body fails at this size instead of filling the memory.
-MAX_REPLY_BYTES = 32 * 1024 * 1024
-#: The least time a request is given, even right at a deadline: the last poll before giving up
-#: may still bring the finished image. A wait ends at most this much past its deadline.
-MIN_CALL_SECONDS = 2.0
 #: How long an interrupted create is still awaited, so that its id comes back and the
 #: prediction can be canceled instead of billing unseen (``Cancel-After`` is the backstop).
 CREATE_SHIELD_SECONDS = 30.0
-#: A request waiting for the account's budget is sent at the latest this long before its
-#: deadline, so that its answer can still come in time.
-LIMITER_ANSWER_MARGIN = 1.0
-#: How long fetching a model's schema may take (retries included) before the snapshot is used,
-#: and how long after a failed fetch (a 5xx, no connection) it is not tried again.
-SCHEMA_SECONDS = 5.0
-SCHEMA_RETRY_SECONDS = 300.0
-
-
-@dataclass(frozen=True)
-class Call:
-    """Send one HTTP request. ``kind`` decides how it may be retried."""
-
-    method: Literal["GET", "POST"]
-    url: str
-    kind: Literal["create", "get", "cancel"]
-    json: dict[str, Any] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-    read_timeout: float | None = None  # None: the client's configured read timeout
-    #: Seconds the whole exchange may take, body included (None: no limit but the timeouts).
-    #: The drivers end a request that outlasts it, however slowly its body trickles in.
-    time_left: float | None = None
-
-
-@dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Report:
-    """A state of the prediction, for the caller's progress callback."""
-
-    prediction: Prediction
-
-
-@dataclass(frozen=True)
-class LoadImage:
-    """Read a local image for an input field (file I/O stays in the drivers): the driver sends
-    back its ``data:`` URI, or None when ``source`` is a prediction id with no saved file."""
-
-    source: str
-    field: str
-    images: LocalImages
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the driver sends back for a :class:`Call` that got an HTTP answer."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    #: The body was cut at :data:`MAX_REPLY_BYTES`: not an answer to trust.
-    too_large: bool = False
 
 
 @dataclass(frozen=True)
@@ -141,28 +72,6 @@ class Running:
         return self.prediction.status
 
 
-Action = Call | Sleep | Report | LoadImage
-#: What a driver sends into a flow: a Reply or a transport error for a Call, a data URI (or
-#: None) for a LoadImage, None otherwise.
-Outcome = Reply | httpx2.TransportError | str | None
-Flow = Generator[Action, Outcome, T]
-
-
-def origin(url: str | httpx2.URL) -> tuple[str, str, int | None]:
-    """Scheme, host and port (default ports filled in): what decides where credentials may go."""
-    parsed = httpx2.URL(url)
-    port = parsed.port or {"http": 80, "https": 443}.get(parsed.scheme)
-    return parsed.scheme, parsed.host, port
-
-
-def was_sent(exc: httpx2.TransportError) -> bool:
-    """Whether a failed request may have reached the server.
-
-    Only failures to connect (or to get a pooled connection) prove that it did not.
-    """
-    return not isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout)
-
-
 def format_duration(seconds: float) -> str:
     """``Cancel-After`` syntax: whole seconds, e.g. ``300s``."""
     return f"{max(1, math.ceil(seconds))}s"
@@ -175,20 +84,6 @@ def _transient(error: FluxError) -> bool:
     return isinstance(error, FluxAPIError) and (
         error.status in RetryPolicy().retry_statuses or error.status == 408
     )
-
-
-def _input_problem(field: str, problem: str) -> FluxInputError:
-    return FluxInputError(
-        f"Invalid input; nothing was sent:\n- {field}: {problem}",
-        [{"field": field, "problem": problem, "allowed": None}],
-    )
-
-
-def _spec_or_none(model: str) -> ModelSpec | None:
-    try:
-        return model_spec(model)
-    except ValueError:  # a name the API made up, e.g. with a version suffix
-        return None
 
 
 class PredictionFlows:
@@ -212,12 +107,10 @@ class PredictionFlows:
         prices: PriceTable | None = None,
         durations: DurationStats | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
         self.model = normalize_model_name(model)
         self.edit_model = normalize_model_name(edit_model)
         self.timeout = timeout
         self.sync_wait = max(0, min(MAX_SYNC_WAIT, sync_wait))
-        self.retry = retry
         self.schedule = schedule
         # Shared by every generation of the client: the account's request budgets, the money
         # it may spend, and what it learned of each model's durations.
@@ -225,325 +118,38 @@ class PredictionFlows:
         self.budget = budget or Budget()
         self.prices = prices or PriceTable()
         self.durations = durations if durations is not None else DurationStats()
-        self._secrets = secrets
         self._clock = clock
-        self._rng = rng or random.Random()
-        self._origin = origin(self.base_url)
-        #: Input models from the API's model endpoint, by model (None: it has none to use).
-        self._live_schemas: dict[str, type[FluxInput] | None] = {}
-        self._schema_retry_at: dict[str, float] = {}
-        #: Whether the API's model endpoint is asked for schemas (see ``model_schema``).
-        self.live_schemas = True
-
-    # -- URLs ---------------------------------------------------------------------------------
-
-    def prediction_url(self, prediction_id: str, suffix: str = "") -> str:
-        return f"{self.base_url}/predictions/{quote(prediction_id, safe='')}{suffix}"
-
-    def _follow(self, advertised: str | None, fallback: str) -> str:
-        # The API's own urls are followed only on the configured origin: a gateway may answer
-        # with urls on api.replicate.com, and the gateway's key must never be sent there.
-        if advertised:
-            try:
-                if origin(advertised) == self._origin:
-                    return advertised
-            except httpx2.InvalidURL:
-                pass
-        return fallback
-
-    # -- input --------------------------------------------------------------------------------
-
-    def input_model(self, model: str) -> type[FluxInput] | None:
-        """The input model ``model`` is validated with now: its live schema once fetched (see
-        :meth:`model_schema`), else the package's snapshot; None for a model nothing describes."""
-        live = self._live_schemas.get(model)
-        if live is not None:
-            return live
-        spec = _spec_or_none(model)
-        return spec.input_model if spec else None
-
-    def validate(
-        self,
-        input: FluxInput | Mapping[str, Any] | None,
-        fields: Mapping[str, Any],
-        model: str,
-        *,
-        max_image_bytes: int | None = None,
-    ) -> FluxInput | dict[str, Any]:
-        """Check the input against the model's schema before anything is sent."""
-        model = normalize_model_name(model)
-        cls = self.input_model(model)
-        spec = _spec_or_none(model)
-        if isinstance(input, BaseModel):
-            if fields:
-                raise FluxInputError("Pass either an input model or keyword fields, not both.")
-            accepted = tuple(c for c in (cls, spec.input_model if spec else None) if c)
-            if accepted and not isinstance(input, accepted):
-                raise FluxInputError(
-                    f"{model} takes {accepted[0].__name__}, not {type(input).__name__}."
-                )
-            return input
-        data = {**(input or {}), **fields}
-        if cls is None:
-            return dict(data)  # a model nothing describes: the server validates
-        context = {"max_image_bytes": max_image_bytes} if max_image_bytes else None
-        try:
-            return cls.model_validate(data, context=context)
-        except ValidationError as exc:
-            raise input_error(exc, cls, model) from None
-
-    def prepare_input(
-        self,
-        input: FluxInput | Mapping[str, Any] | None,
-        fields: Mapping[str, Any],
-        model: str,
-        images: LocalImages,
-    ) -> Flow[dict[str, Any]]:
-        """Validate, then turn image sources (paths, prediction ids) into what the API takes.
-
-        A model the registry does not know is validated with its live schema (fetched once); a
-        registry model's input the snapshot refuses is checked again against the live schema,
-        which may be newer than the snapshot, before the refusal is believed.
-        """
-        model = normalize_model_name(model)
-        spec = _spec_or_none(model)
-        if spec is None and self.live_schemas and not self._schema_asked(model):
-            yield from self.model_schema(model)
-        try:
-            checked = self.validate(input, fields, model, max_image_bytes=images.max_bytes)
-        except FluxInputError as exc:
-            if not self._may_be_stale(exc, spec, model, input):
-                raise
-            live = yield from self.model_schema(model)
-            if live is None or live is (spec.input_model if spec else None):
-                raise
-            checked = self.validate(input, fields, model, max_image_bytes=images.max_bytes)
-        if not isinstance(checked, FluxInput):
-            return checked
-        payload = checked.to_api()
-        for name in type(checked).image_fields:
-            value = payload.get(name)
-            if isinstance(value, str):
-                payload[name] = yield from self._image(value, name, images)
-            elif isinstance(value, list):
-                resolved = []
-                for i, source in enumerate(value):
-                    resolved.append((yield from self._image(source, f"{name}[{i}]", images)))
-                payload[name] = resolved
-        return payload
-
-    def _may_be_stale(
-        self,
-        error: FluxInputError,
-        spec: ModelSpec | None,
-        model: str,
-        input: FluxInput | Mapping[str, Any] | None,
-    ) -> bool:
-        """Whether a refusal could come from an outdated snapshot (not from a bad image source,
-        which no schema version would take): then the live schema is asked."""
-        if not self.live_schemas or spec is None or self._schema_asked(model):
-            return False
-        if isinstance(input, BaseModel) or not error.errors:
-            return False
-        # A refused item of a list, or a refused single image: its source is wrong, whatever the
-        # schema's version. A list's count, or any other field, may be a newer schema's rule.
-        single = {f.name for f in spec.input_model.image_inputs if not f.multiple}
-        return any(
-            "[" not in str(e["field"]) and str(e["field"]) not in single for e in error.errors
+        #: One request at a time (URLs, retries, errors, the account's budgets).
+        self.requests = Requests(
+            base_url,
+            retry=retry,
+            limiter=self.limiter,
+            clock=clock,
+            rng=rng or random.Random(),
+            secrets=secrets,
         )
+        #: The inputs: validation, live schemas, image sources.
+        self.payloads = Payloads(self.requests, model=self.model, clock=clock)
+        self.base_url = self.requests.base_url
+        self.retry = retry
+        # What the drivers and the batch runner call, where it lives.
+        self.slot = self.requests.slot
+        self.replied = self.requests.replied
+        self.get = self.requests.get
+        self.cancel = self.requests.cancel
+        self.validate = self.payloads.validate
+        self.input_model = self.payloads.input_model
+        self.prepare_input = self.payloads.prepare_input
+        self.model_schema = self.payloads.model_schema
 
-    def _image(self, source: str, label: str, images: LocalImages) -> Flow[str]:
-        """One image source as the API takes it: URLs as they are, a ``data:`` URI within the
-        size cap, a local file read as a data URI, a prediction id as its output's URL."""
-        if source.startswith("data:"):
-            size = data_uri_size(source)
-            if size > images.max_bytes:
-                raise _input_problem(
-                    label,
-                    f"the data: URI holds about {size} bytes, over the {images.max_bytes}-byte "
-                    "limit for inline images; pass a smaller image or an https URL",
-                )
-            return source
-        if source.startswith(IMAGE_URI_PREFIXES):
-            return source
-        data_uri = yield LoadImage(source, label, images)
-        if isinstance(data_uri, str):
-            return data_uri
-        # A prediction id with no saved file: use its output URL.
-        return (yield from self._output_of(source, label))
+    @property
+    def live_schemas(self) -> bool:
+        """Whether the API's model endpoint is asked for schemas (see ``model_schema``)."""
+        return self.payloads.live_schemas
 
-    def _output_of(self, prediction_id: str, field: str) -> Flow[str]:
-        try:
-            earlier = yield from self.get(prediction_id)
-        except FluxAPIError as exc:
-            if exc.status != 404:
-                raise
-            raise FluxInputError(
-                f"Invalid input; nothing was sent:\n- {field}: {prediction_id} is neither a file "
-                "in the allowed folders nor a known prediction id",
-                [{"field": field, "problem": "unknown prediction id or file", "allowed": None}],
-            ) from None
-        urls = earlier.output_urls
-        if earlier.status != "succeeded" or not urls:
-            why = "its outputs were deleted" if earlier.data_removed else f"it is {earlier.status}"
-            raise FluxInputError(
-                f"Invalid input; nothing was sent:\n- {field}: prediction {prediction_id} has no "
-                f"image to use ({why}); pass the saved file or a URL instead",
-                [{"field": field, "problem": "prediction has no output", "allowed": None}],
-            )
-        try:  # the API's answer is not trusted: it must be an image source the API takes
-            return check_image_uri(urls[0])
-        except ValueError as exc:
-            raise _input_problem(
-                field, f"prediction {prediction_id}'s output cannot be used: {exc}"
-            ) from None
-
-    def model_schema(
-        self, model: str | None = None, *, refresh: bool = False
-    ) -> Flow[type[FluxInput] | None]:
-        """The input model of ``model`` as the API describes it now (``GET {base}/models/{owner}/
-        {name}``), fetched once per client and cached; the snapshot (or None, for a model the
-        package does not know) where the API has no such endpoint or no usable schema."""
-        model = normalize_model_name(model or self.model)
-        spec = _spec_or_none(model)
-        snapshot = spec.input_model if spec else None
-        if self._schema_asked(model) and not refresh:
-            return self._live_schemas.get(model) or snapshot
-        owner, name = model.split("/")
-        call = Call(
-            "GET", f"{self.base_url}/models/{quote(owner, safe='')}/{quote(name, safe='')}", "get"
-        )
-        try:
-            reply = yield from self._request(call, deadline=self._clock() + SCHEMA_SECONDS)
-        except FluxAPIError as exc:
-            if 400 <= exc.status < 500 and exc.status not in (401, 403, 408, 429):
-                self._live_schemas[model] = None  # no such endpoint (a gateway): the snapshot
-            else:  # may pass: asked again, but not at every call meanwhile
-                self._schema_retry_at[model] = self._clock() + SCHEMA_RETRY_SECONDS
-            return snapshot
-        except FluxConnectionError:
-            self._schema_retry_at[model] = self._clock() + SCHEMA_RETRY_SECONDS
-            return snapshot
-        live = live_input_model(
-            model,
-            reply.body,
-            name=snapshot.__name__ if snapshot else None,
-            summary=snapshot.__doc__ if snapshot else None,
-        )
-        self._live_schemas[model] = live
-        return live or snapshot
-
-    def _schema_asked(self, model: str) -> bool:
-        """Whether the model endpoint was asked about ``model`` (or failed a moment ago)."""
-        return model in self._live_schemas or self._clock() < self._schema_retry_at.get(
-            model, -math.inf
-        )
-
-    # -- one request, with retries --------------------------------------------------------------
-
-    def _request(
-        self,
-        call: Call,
-        *,
-        deadline: float | None,
-        prediction_id: str | None = None,
-        persistent: bool = False,
-    ) -> Flow[Reply]:
-        """Send ``call``, retrying what is safe to retry.
-
-        ``persistent`` (the polls of a wait): a retryable failure is retried until the deadline,
-        however many times, never given up on earlier. The error raised then is the last one.
-        """
-        idempotent = call.kind != "create"
-        attempt = 0
-        while True:
-            left = None if deadline is None else max(MIN_CALL_SECONDS, deadline - self._clock())
-            outcome = yield replace(call, time_left=left)
-            error: FluxError
-            if isinstance(outcome, Reply):
-                if outcome.too_large:
-                    raise self._too_large(call, outcome, prediction_id)
-                if outcome.status < 400:
-                    return outcome
-                api_err = api_error(
-                    outcome.status,
-                    outcome.body,
-                    dict(outcome.headers),
-                    secrets=self._secrets,
-                    prediction_id=prediction_id,
-                )
-                error, retry_after = api_err, api_err.retry_after
-                retry = self.retry.should_retry(
-                    attempt=attempt,
-                    idempotent=idempotent,
-                    status=outcome.status,
-                    persistent=persistent,
-                )
-            else:
-                assert isinstance(outcome, httpx2.TransportError), "a Call gets a Reply or an error"
-                sent = was_sent(outcome)
-                error = self._connection_error(call, outcome, sent, prediction_id)
-                retry_after = None
-                retry = self.retry.should_retry(
-                    attempt=attempt, idempotent=idempotent, sent=sent, persistent=persistent
-                )
-            delay = self.retry.delay(attempt, retry_after, self._rng) if retry else None
-            if delay is None and retry and persistent and retry_after is not None:
-                delay = retry_after  # a long Retry-After: wait it out if the deadline allows
-            if delay is None or (deadline is not None and self._clock() + delay > deadline):
-                if call.kind == "create" and isinstance(error, FluxAPIError):
-                    error.nothing_created()
-                raise error
-            attempt += 1
-            yield Sleep(delay)
-
-    def _too_large(self, call: Call, reply: Reply, prediction_id: str | None) -> FluxAPIError:
-        created = (
-            " The prediction may have been created and may be billed: check your recent "
-            "predictions before retrying."
-            if call.kind == "create"
-            else ""
-        )
-        return FluxAPIError(
-            f"HTTP {reply.status}: the API answered {call.method} {httpx2.URL(call.url).path} "
-            f"with a body over {MAX_REPLY_BYTES} bytes; it was not read further.{created}",
-            status=reply.status,
-            prediction_id=prediction_id,
-        )
-
-    def _connection_error(
-        self, call: Call, exc: httpx2.TransportError, sent: bool, prediction_id: str | None
-    ) -> FluxConnectionError:
-        what = type(exc).__name__
-        where = f"{call.method} {httpx2.URL(call.url).path}"
-        if call.kind == "create" and sent:
-            return FluxConnectionError(
-                f"The connection failed after the create request was sent ({what} on {where}). "
-                "The prediction may have been created and may be billed; it was NOT sent again "
-                "to avoid paying twice. Check your recent predictions before retrying.",
-                maybe_created=True,
-            )
-        return FluxConnectionError(
-            f"Could not reach the API at {self.base_url} ({what} on {where}). "
-            "Check the network and FLUX_BASE_URL, then try again.",
-            prediction_id=prediction_id,
-        )
-
-    def _prediction(self, reply: Reply, kind: str = "get") -> Prediction:
-        try:
-            return Prediction.model_validate_json(reply.body)
-        except ValidationError:
-            created = (
-                " A prediction may have been created: check your recent predictions before "
-                "retrying."
-                if kind == "create"
-                else ""
-            )
-            raise FluxAPIError(
-                f"HTTP {reply.status}: the API answered with something that is not a "
-                "prediction. Is the base URL a Replicate-compatible predictions API?" + created,
-                status=reply.status,
-            ) from None
+    @live_schemas.setter
+    def live_schemas(self, value: bool) -> None:
+        self.payloads.live_schemas = value
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -560,7 +166,6 @@ class PredictionFlows:
     ) -> Flow[Prediction]:
         model = normalize_model_name(model or self.model)
         payload = yield from self.prepare_input(input, fields, model, images)
-        owner, name = model.split("/")
         headers: dict[str, str] = {}
         read_timeout = None
         sync_wait = max(0, min(MAX_SYNC_WAIT, int(sync_wait)))
@@ -571,7 +176,7 @@ class PredictionFlows:
             headers["Cancel-After"] = format_duration(cancel_after)
         call = Call(
             "POST",
-            f"{self.base_url}/models/{quote(owner, safe='')}/{quote(name, safe='')}/predictions",
+            self.requests.model_url(model, "/predictions"),
             "create",
             json={"input": payload},
             headers=headers,
@@ -580,66 +185,19 @@ class PredictionFlows:
         # Refused here, before anything is sent, when it would exceed a budget.
         hold = self.budget.reserve(model, self.prices.estimate(model, payload))
         try:
-            reply = yield from self._request(call, deadline=deadline)
+            reply = yield from self.requests.send(call, deadline=deadline)
         except FluxError as exc:
             created = getattr(exc, "created", None)
             if created is False or getattr(exc, "maybe_created", None) is False:
                 self.budget.release(hold)  # certainly not created: nothing billed
             raise
-        prediction = self._prediction(reply, "create")
+        prediction = self.requests.prediction(reply, "create")
         self.budget.bind(prediction.id, hold)
         return prediction
 
     def estimate(self, model: str, payload: Mapping[str, Any]) -> float | None:
         """The estimated cost in USD of one create of ``model`` with this API input."""
         return self.prices.estimate(normalize_model_name(model), payload)
-
-    # -- the account's request budgets (the drivers call these around each Call) ----------------
-
-    def slot(self, call: Call) -> tuple[float, Call]:
-        """Book the account's budget for ``call``: the seconds to wait before sending it, and
-        the call to send then. A call with a deadline is never made late by the wait."""
-        deadline = None
-        if call.time_left is not None:
-            deadline = self._clock() + max(0.0, call.time_left - LIMITER_ANSWER_MARGIN)
-        delay = self.limiter.acquire(call.kind, deadline=deadline)
-        if delay > 0 and call.time_left is not None:
-            call = replace(call, time_left=max(MIN_CALL_SECONDS, call.time_left - delay))
-        return delay, call
-
-    def replied(self, call: Call, reply: Reply) -> None:
-        """What an answer says of the account's budgets (``ratelimit-*`` headers, a 429)."""
-        self.limiter.observe(call.kind, reply.status, reply.headers)
-
-    def get(
-        self,
-        prediction: Prediction | str,
-        *,
-        deadline: float | None = None,
-        persistent: bool = False,
-    ) -> Flow[Prediction]:
-        pid = prediction if isinstance(prediction, str) else prediction.id
-        advertised = (
-            None if isinstance(prediction, str) or not prediction.urls else prediction.urls.get
-        )
-        url = self._follow(advertised, self.prediction_url(pid))
-        reply = yield from self._request(
-            Call("GET", url, "get"), deadline=deadline, prediction_id=pid, persistent=persistent
-        )
-        return self._prediction(reply)
-
-    def cancel(
-        self, prediction: Prediction | str, *, deadline: float | None = None
-    ) -> Flow[Prediction]:
-        pid = prediction if isinstance(prediction, str) else prediction.id
-        advertised = (
-            None if isinstance(prediction, str) or not prediction.urls else prediction.urls.cancel
-        )
-        url = self._follow(advertised, self.prediction_url(pid, "/cancel"))
-        reply = yield from self._request(
-            Call("POST", url, "cancel"), deadline=deadline, prediction_id=pid
-        )
-        return self._prediction(reply)
 
     def _cancel_quietly(self, prediction: Prediction) -> Flow[Prediction | None]:
         """Best effort: stop the prediction upstream so it stops billing. Never raises FluxError.
@@ -661,7 +219,7 @@ class PredictionFlows:
         """
         if prediction.is_terminal:
             return True
-        spec = _spec_or_none(prediction.model or self.model)
+        spec = spec_or_none(prediction.model or self.model)
         if prediction.status != "processing" or spec is None or not prediction.output:
             return False
         if spec.output == "single":

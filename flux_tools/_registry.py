@@ -477,6 +477,15 @@ def model_spec(model: str) -> ModelSpec | None:
     return MODELS.get(normalize_model_name(model))
 
 
+def spec_or_none(model: str) -> ModelSpec | None:
+    """The spec of ``model``, or None, also for a name that is not ``owner/name`` (one the API
+    made up, e.g. with a version suffix)."""
+    try:
+        return model_spec(model)
+    except ValueError:
+        return None
+
+
 def known_model(model: str) -> ModelSpec:
     """The registry entry of ``model``; a ValueError listing the known models otherwise."""
     spec = model_spec(model)

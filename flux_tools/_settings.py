@@ -199,8 +199,7 @@ class Settings:
         budget = Budget.from_env(env)
         values["budget_usd"], values["max_call_usd"] = budget.limit, budget.per_call
         values["prices"] = PriceTable.from_env(env)
-        if env.get("FLUX_CACHE_DIR", "").strip():
-            values["cache_dir"] = Path(env["FLUX_CACHE_DIR"]).expanduser()
+        values["cache_dir"] = default_cache_dir(env)
         env_dirs = _dirs(env.get("FLUX_IMAGE_DIRS", ""))
         known = {f.name for f in fields(cls)}
         unknown = set(overrides) - known
@@ -226,6 +225,16 @@ class Settings:
     @property
     def has_token(self) -> bool:
         return self.api_token is not None
+
+
+def default_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where flux-tools keeps what it learns between processes: ``$FLUX_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/flux-tools``, else ``~/.cache/flux-tools``."""
+    env = os.environ if environ is None else environ
+    if env.get("FLUX_CACHE_DIR", "").strip():
+        return Path(env["FLUX_CACHE_DIR"]).expanduser()
+    base = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else None
+    return (base or Path.home() / ".cache") / "flux-tools"
 
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "ENVIRONMENT", "EnvVar", "Settings"]

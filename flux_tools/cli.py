@@ -2,6 +2,9 @@
 
 Flags of ``generate`` are derived from the model's input schema (the same pydantic model the
 client validates with), so a field added there is a flag here with its help, choices and range.
+A prediction is journaled in the output folder from the moment its id is known until its image
+is saved (:class:`flux_tools.Journal`): one the command did not live to save (killed, the
+download failed) is saved by ``flux-tools resume``.
 Exit status: 0 done, 1 the API or the prediction failed, 2 bad input, 130 interrupted.
 """
 
@@ -11,12 +14,14 @@ import argparse
 import itertools
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from ._exceptions import FluxError, FluxInputError
 from ._frontend import Progress, error_text, safe_text
+from ._journal import Journal, PendingPrediction
 from ._prediction import GenerationResult, Prediction, abbreviate
 from ._registry import known_model
 from ._settings import Settings
@@ -84,11 +89,13 @@ class TerminalProgress:
     The words are the core's (:class:`flux_tools.Progress`), gateway text made safe to print.
     """
 
-    def __init__(self, stream: TextIO, model: str) -> None:
+    def __init__(self, stream: TextIO, model: str, journal: Journal | None = None) -> None:
         self._stream = stream
         self._tty = stream.isatty()
         self._spinner = itertools.cycle("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")
         self._progress = Progress(model)
+        self._model = model
+        self._journal = journal
         self._shown = False
 
     @property
@@ -96,6 +103,10 @@ class TerminalProgress:
         return self._progress.prediction_id
 
     def __call__(self, prediction: Prediction) -> None:
+        if self._journal is not None and self._progress.prediction_id is None:
+            # The create answered: from now on a kill must not lose what is billed.
+            entry = PendingPrediction(prediction.id, self._model, time.time())
+            self._journal.add(entry)
         update = self._progress.update(prediction)
         if self._tty:
             self._stream.write(f"\r\033[K{next(self._spinner)} {update.message}")
@@ -116,7 +127,12 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
     from ._client import FluxClient
 
     values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
-    progress = TerminalProgress(sys.stderr, args.model)
+    out = None if args.no_save else Path(args.out).expanduser().resolve()
+    journal = None
+    if out is not None:
+        journal = Journal(out)
+        _remind_pending(journal, out)
+    progress = TerminalProgress(sys.stderr, args.model, journal)
     editing = args.command == "edit"
     images = _edit_images(args) if editing else []
     # The images named on the command line are the user's choice: their folders may be read.
@@ -137,12 +153,22 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
                     model=args.model, prompt=args.prompt, on_progress=progress, **values
                 )
             progress.done()
-            if not args.no_save:
-                client.save(result, Path(args.out).expanduser().resolve())
-        except KeyboardInterrupt:
+            if out is not None and journal is not None:
+                client.save(result, out)
+                journal.remove(result.prediction_id)
+        except KeyboardInterrupt as exc:
             progress.done()
-            print(_interrupted(result, progress.prediction_id), file=sys.stderr)
+            if result is None and journal is not None:  # canceled upstream: nothing to save
+                journal.settle(progress.prediction_id, exc, owner=True)
+            print(_interrupted(result, progress.prediction_id, out), file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BaseException as exc:
+            if result is None and journal is not None:
+                journal.settle(progress.prediction_id, exc, owner=True)
+            if result is not None and out is not None and isinstance(exc, Exception):
+                # Not saved (a download refused or failed): the entry stays for `resume`.
+                print(f"flux-tools: save it later: flux-tools resume --out {out}", file=sys.stderr)
+            raise
         finally:
             progress.done()
     if args.json:
@@ -155,6 +181,80 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
     seed = f", seed {result.seed}" if result.seed is not None else ""
     print(f"{safe_text(result.model, 100)}{seed}; URLs expire after about an hour", file=sys.stderr)
     return 0
+
+
+def _remind_pending(journal: Journal, out: Path) -> None:
+    """An earlier run in this folder did not save its image: say how to get it."""
+    try:
+        pending = journal.entries()
+    except OSError:
+        return
+    if pending:
+        ids = ", ".join(safe_text(e.prediction_id, 100) for e in pending[:5])
+        more = f" and {len(pending) - 5} more" if len(pending) > 5 else ""
+        print(
+            f"flux-tools: {len(pending)} earlier prediction(s) in {out} were not saved "
+            f"({ids}{more}): flux-tools resume --out {out} saves them while the provider "
+            "keeps them (about an hour)",
+            file=sys.stderr,
+        )
+
+
+def _resume(args: argparse.Namespace, fields: list[str]) -> int:
+    """``resume``: save the images of the predictions journaled in ``--out`` and not saved
+    (the command was killed, or the download failed). Watched, never canceled."""
+    from ._client import FluxClient
+
+    out = Path(args.out).expanduser().resolve()
+    journal = Journal(out)
+    live, expired = journal.take_up()
+    for entry in expired:
+        print(
+            f"prediction {safe_text(entry.prediction_id, 100)} was created "
+            f"{entry.age() / 60:.0f} minutes ago, past the provider's retention (about an "
+            "hour): its image can no longer be fetched; dropped",
+            file=sys.stderr,
+        )
+    if not live:
+        print(f"flux-tools: nothing to resume in {out}", file=sys.stderr)
+        return 0
+    settings = Settings.from_env(sync_wait=0, timeout=args.timeout)
+    kept = 0
+    summaries = []
+    with FluxClient(settings=settings) as client:
+        for entry in live:
+            pid = safe_text(entry.prediction_id, 100)
+            progress = TerminalProgress(sys.stderr, entry.model)
+            try:
+                outcome = client.follow(entry.prediction_id, on_progress=progress)
+                progress.done()
+                if not isinstance(outcome, GenerationResult):  # only with a budget
+                    kept += 1
+                    continue
+                client.save(outcome, out)
+            except FluxError as exc:
+                progress.done()
+                dropped = journal.settle(entry.prediction_id, exc, owner=False)
+                kept += not dropped
+                state = "it is over, dropped" if dropped else "kept for another try"
+                text = error_text(exc, tool="flux-tools resume")
+                print(f"prediction {pid}: {text} ({state})", file=sys.stderr)
+                continue
+            except KeyboardInterrupt:
+                progress.done()
+                print(
+                    f"interrupted: prediction {pid} was not canceled; run flux-tools resume "
+                    f"--out {out} again to save it",
+                    file=sys.stderr,
+                )
+                return EXIT_INTERRUPTED
+            journal.remove(entry.prediction_id)
+            summaries.append(outcome.summary())
+            for path in [] if args.json else outcome.files:
+                print(safe_text(str(path), 4000))
+    if args.json:
+        print(json.dumps(summaries, indent=2))
+    return EXIT_FAILED if kept else 0
 
 
 def _edit_images(args: argparse.Namespace) -> list[str]:
@@ -179,13 +279,16 @@ def _folder_of(source: str) -> Path | None:
     return None
 
 
-def _interrupted(result: GenerationResult | None, prediction_id: str | None) -> str:
+def _interrupted(
+    result: GenerationResult | None, prediction_id: str | None, out: Path | None
+) -> str:
     """What Ctrl-C did: it cancels a running prediction; a finished one stays, with its URLs."""
     if result is not None:
         urls = ", ".join(safe_text(abbreviate(u), 2000) for u in result.urls)
+        later = f"; flux-tools resume --out {out} saves it" if out is not None else ""
         return (
             f"interrupted while saving: prediction {safe_text(result.prediction_id, 100)} "
-            f"succeeded; its image: {urls} (for about an hour)"
+            f"succeeded; its image: {urls} (for about an hour){later}"
         )
     if prediction_id:
         return f"interrupted: prediction {prediction_id} was canceled upstream"
@@ -262,6 +365,19 @@ def build_parser(command: str, model: str) -> tuple[argparse.ArgumentParser, lis
             if most
             else None
         )
+
+    resume = commands.add_parser(
+        "resume",
+        help="save the images of earlier runs that did not live to save them",
+        description="Each prediction is journaled in the output folder until its image is "
+        "saved. When flux-tools was killed, or the download failed, this watches those "
+        "predictions (never canceling them) and saves their images, while the provider keeps "
+        "them (about an hour).",
+    )
+    resume.add_argument("--out", default=".", metavar="DIR", help="the output folder (default: .)")
+    resume.add_argument("--json", action="store_true", help="print the results as JSON")
+    resume.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
+    resume.set_defaults(handler=_resume)
 
     commands.add_parser("emulator", help="run the offline emulator of the API", add_help=False)
     demo = commands.add_parser("demo", help="the offline end-to-end demo (no key, no network)")

@@ -23,12 +23,13 @@ from flux_tools import (
     TOKEN_ENV_VARS,
     AsyncFluxClient,
     DownloadError,
-    FluxAPIError,
     FluxError,
     FluxInput,
     FluxInputError,
     GenerationResult,
+    Journal,
     ModelSpec,
+    PendingPrediction,
     Prediction,
     PredictionFailed,
     Running,
@@ -54,7 +55,7 @@ from .results import (
     state_result,
 )
 from .roots import root_folders
-from .store import RETENTION_SECONDS, SERVED_FORMATS, URI_PREFIX, ImageStore, Journal, Pending
+from .store import SERVED_FORMATS, URI_PREFIX, ImageStore
 from .viewer import viewer_app
 
 logger = logging.getLogger("mcp_server")
@@ -135,7 +136,7 @@ class Tracker:
         if self.prediction_id is None:
             self.prediction_id = prediction.id
             self._tools.journal.add(
-                Pending(prediction.id, self._model, time.time(), dict(self._sources))
+                PendingPrediction(prediction.id, self._model, time.time(), dict(self._sources))
             )
             predictions_log.info(
                 "prediction %s created (%s, %s)",
@@ -261,15 +262,10 @@ class FluxTools:
                 image_dirs=image_dirs,
                 on_progress=tracker,
             )
-        except PredictionFailed as exc:
-            self.journal.remove(exc.prediction_id or "")
-            raise
         except BaseException as exc:
-            # Interrupted (the core, its owner, canceled it upstream) or timed out and canceled:
-            # nothing left to resume. Any other failure keeps its entry: the next start checks.
-            stopped = not isinstance(exc, Exception) or getattr(exc, "canceled", False)
-            if tracker.prediction_id and stopped:
-                self.journal.remove(tracker.prediction_id)
+            # Over without an image (failed, or canceled by the core, its owner): nothing left
+            # to resume. Any other failure keeps its entry: the next start checks.
+            self.journal.settle(tracker.prediction_id, exc, owner=True)
             if tracker.prediction_id is None and _unreadable_input(exc):
                 raise _sdk.ToolError(_input_problem(exc, payload, tool)) from None
             raise
@@ -388,28 +384,26 @@ class FluxTools:
         """Take up the predictions a previous run created and did not save (the journal):
         watch each again (never cancel it) and save its image, in the background."""
         try:
-            entries = await anyio.to_thread.run_sync(self.journal.entries)
+            entries, expired = await anyio.to_thread.run_sync(self.journal.take_up)
         except OSError as exc:  # an unreadable journal must not stop the server
             logger.warning("could not read the journal %s: %s", self.journal.directory, exc)
             return
+        for entry in expired:
+            logger.warning(
+                "prediction %s was created %.0f minutes ago, past the provider's retention "
+                "(about an hour): its image can no longer be fetched; dropped from the journal",
+                safe_text(entry.prediction_id, 100),
+                entry.age() / 60,
+            )
         for entry in entries:
             pid = safe_text(entry.prediction_id, 100)
-            if entry.age() > RETENTION_SECONDS:
-                self.journal.remove(entry.prediction_id)
-                logger.warning(
-                    "prediction %s was created %.0f minutes ago, past the provider's retention "
-                    "(about an hour): its image can no longer be fetched; dropped from the journal",
-                    pid,
-                    entry.age() / 60,
-                )
-                continue
             if not self.config.has_token:
                 logger.warning("prediction %s not resumed: no API token", pid)
                 continue
             logger.warning("resuming prediction %s, created before this server started", pid)
             task_group.start_soon(self._resume_one, entry)
 
-    async def _resume_one(self, entry: Pending) -> None:
+    async def _resume_one(self, entry: PendingPrediction) -> None:
         pid = safe_text(entry.prediction_id, 100)
         # Watched until the provider would have stopped it (Cancel-After), with some slack.
         timeout = max(60.0, self.config.cancel_after - entry.age() + 60.0)
@@ -418,19 +412,14 @@ class FluxTools:
             if isinstance(outcome, Running):  # cannot happen without a budget; keep the entry
                 return
             await self.save(outcome, entry.sources)
-        except PredictionFailed as exc:
-            logger.warning("resumed prediction %s ended %s: no image", pid, exc.status)
-            self.journal.remove(entry.prediction_id)
-        except FluxAPIError as exc:
-            if exc.status == 404:
-                logger.warning("resumed prediction %s is unknown to the API; dropped", pid)
-                self.journal.remove(entry.prediction_id)
-            else:
-                logger.warning("could not resume prediction %s: %s", pid, safe_text(exc, 300))
-        except _sdk.ToolError as exc:
-            logger.warning("could not save resumed prediction %s: %s", pid, exc)
-        except FluxError as exc:
-            logger.warning("could not resume prediction %s: %s", pid, safe_text(exc, 300))
+        except (FluxError, _sdk.ToolError) as exc:
+            dropped = self.journal.settle(entry.prediction_id, exc, owner=False)
+            logger.warning(
+                "could not resume prediction %s: %s; %s",
+                pid,
+                safe_text(exc, 300),
+                "it is over, dropped from the journal" if dropped else "kept for the next start",
+            )
         except Exception:  # a background task must never take the server down
             logger.exception("could not resume prediction %s; kept for the next start", pid)
         else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_tools import FluxProInput
+from flux_tools import JOURNAL_DIR, FluxProInput
 from flux_tools.cli import build_parser
 from flux_tools.emulator import Emulator
 
@@ -99,13 +99,14 @@ def test_api_failure_exits_1_with_the_cause(emulator: Emulator) -> None:
     assert "ContentModerated" in done.stderr and "E005" in done.stderr
 
 
-def test_ctrl_c_cancels_the_prediction(emulator: Emulator) -> None:
+def test_ctrl_c_cancels_the_prediction(emulator: Emulator, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "flux_tools", "generate", "a fox [emulator:hang]"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=cli_env(emulator),
+        cwd=tmp_path,
     )
     deadline = time.monotonic() + 30
     while not requests_to(emulator, "get") and time.monotonic() < deadline:
@@ -117,6 +118,9 @@ def test_ctrl_c_cancels_the_prediction(emulator: Emulator) -> None:
     (pid,) = list(emulator.predictions)
     assert emulator.prediction_json(pid)["status"] == "canceled"
     assert f"prediction {pid} was canceled" in err
+    # It was journaled in the output folder (here the working one) until then: canceled
+    # upstream, nothing is left to resume, and no journal folder is left behind.
+    assert not (tmp_path / JOURNAL_DIR).exists()
 
 
 def test_emulator_subcommand(tmp_path: Path) -> None:

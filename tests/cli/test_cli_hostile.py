@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from flux_tools import JOURNAL_DIR
 from flux_tools._downloads import MAX_OUTPUTS
 
 from ..hostile import Answer, HostileGateway
@@ -36,7 +37,8 @@ def generate(
 
 
 def files_under(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if not p.is_dir())
+    """What the command wrote, but its journal (an image not saved stays journaled)."""
+    return sorted(p for p in root.rglob("*") if not p.is_dir() and JOURNAL_DIR not in p.parts)
 
 
 def assert_clean(done: subprocess.CompletedProcess[str]) -> None:
@@ -73,6 +75,7 @@ def test_three_hundred_outputs_fail_clearly_after_the_cap(
     assert_clean(done)
     assert "DownloadError" in done.stderr and "300 outputs" in done.stderr
     assert hostile.count("file") == MAX_OUTPUTS == len(files_under(tmp_path))
+    assert len(list((tmp_path / "out" / JOURNAL_DIR).iterdir())) == 1  # kept for resume
 
 
 def test_an_output_that_is_no_image_fails_clearly(hostile: HostileGateway, tmp_path: Path) -> None:

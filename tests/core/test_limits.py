@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from flux_tools import DurationStats, PollSchedule, RateLimiter, RateLimits
+from flux_tools import DurationStats, PollSchedule, RateLimiter, RateLimits, Settings
 from flux_tools._policy import (
     PRIOR_PROBE,
     PRIOR_READS_FACTOR,
     DurationStore,
-    cache_dir,
     expected_reads,
     prior_samples,
 )
+from flux_tools._settings import default_cache_dir
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux, requests_to
@@ -251,7 +251,8 @@ def test_durations_are_kept_between_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("FLUX_CACHE_DIR", str(tmp_path / "cache"))
-    assert cache_dir() == tmp_path / "cache"
+    assert default_cache_dir() == tmp_path / "cache"
+    assert Settings.from_env().cache_dir == tmp_path / "cache"
     first = DurationStats.for_api("https://gateway.example/replicate/v1")
     for value in (2.9, 3.1, 3.0):
         first.observe("acme/model", value)

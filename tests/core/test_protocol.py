@@ -18,7 +18,8 @@ import pytest
 from flux_tools import FluxConnectionError, PredictionTimeout
 from flux_tools._image_inputs import LocalImages
 from flux_tools._policy import PollSchedule, RetryPolicy
-from flux_tools._protocol import Call, Flow, PredictionFlows, Reply, Report, Sleep, origin
+from flux_tools._protocol import PredictionFlows
+from flux_tools._requests import Call, Flow, Reply, Report, Sleep, origin
 
 BASE = "https://gateway.example/replicate/v1"
 NO_FILES = LocalImages()

@@ -22,15 +22,8 @@ from flux_tools import (
     RateLimitError,
     Running,
 )
-from flux_tools._protocol import (
-    MAX_SYNC_WAIT,
-    MIN_CALL_SECONDS,
-    Call,
-    Flow,
-    Reply,
-    Report,
-    Sleep,
-)
+from flux_tools._protocol import MAX_SYNC_WAIT
+from flux_tools._requests import MIN_CALL_SECONDS, Call, Flow, Reply, Report, Sleep
 
 from .test_protocol import NO_FILES, FakeClock, flows, prediction
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from flux_tools import JOURNAL_DIR, Journal, PendingPrediction
 from flux_tools.emulator import Emulator
-from mcp_server.store import JOURNAL_DIR, Journal, Pending
 
 from .mcp_helpers import Progress, server_env, server_process, stdio_session, text_of
 
@@ -115,7 +115,7 @@ def test_entries_past_the_providers_retention_are_dropped_with_a_log_line(
 ) -> None:
     images = tmp_path / "images"
     old_id = "oldprediction00000000000001"
-    Journal(images).add(Pending(old_id, "black-forest-labs/flux-pro", time.time() - 7200))
+    Journal(images).add(PendingPrediction(old_id, "black-forest-labs/flux-pro", time.time() - 7200))
     (images / JOURNAL_DIR / "garbage.json").write_text("{not json")
     assert len(journal_files(images)) == 2
     env = server_env(emulator.base_url, images)
