@@ -455,7 +455,7 @@ def _list_flow(client: AsyncFluxClient, after: datetime) -> Flow[list[Prediction
     """The account's predictions created after ``after``, newest first (all pages)."""
     flows = client._flows
     stamp = after.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    url: str | None = f"{flows.base_url}/predictions?created_after={stamp}"
+    url: str | None = f"{flows.requests.base_url}/predictions?created_after={stamp}"
     found: list[Prediction] = []
     for _ in range(MAX_LIST_PAGES):
         if url is None:
@@ -741,10 +741,10 @@ def load_rows(
     flows = client._flows
 
     def validate(fields: Mapping[str, Any], name: str) -> BaseModel | dict[str, Any]:
-        return flows.validate(fields, {}, name)
+        return flows.payloads.validate(fields, {}, name)
 
     def schema_of(name: str) -> dict[str, Any] | None:
-        cls = flows.input_model(name)
+        cls = flows.payloads.input_model(name)
         return cls.model_json_schema() if cls is not None else None
 
     return prepare_rows(
@@ -811,7 +811,7 @@ def generate_many(
         flows = client._flows
         async with AsyncFluxClient(
             settings=client.settings,
-            retry=flows.retry,
+            retry=flows.requests.retry,
             poll=flows.schedule,
             limiter=flows.limiter,
             budget=flows.budget,

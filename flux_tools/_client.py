@@ -225,11 +225,11 @@ class FluxClient(_ClientConfig):
 
     def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
-            delay, call = self._flows.slot(action)  # the account's budgets, shared
+            delay, call = self._flows.requests.slot(action)  # the account's budgets, shared
             if delay > 0:
                 time.sleep(delay)
             reply = self._send(call)
-            self._flows.replied(call, reply)
+            self._flows.requests.replied(call, reply)
             return reply
         if isinstance(action, Sleep):
             time.sleep(action.seconds)
@@ -535,11 +535,11 @@ class AsyncFluxClient(_ClientConfig):
 
     async def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
-            delay, call = self._flows.slot(action)  # the account's budgets, shared
+            delay, call = self._flows.requests.slot(action)  # the account's budgets, shared
             if delay > 0:
                 await anyio.sleep(delay)
             reply = await self._send(call)
-            self._flows.replied(call, reply)
+            self._flows.requests.replied(call, reply)
             return reply
         if isinstance(action, Sleep):
             await anyio.sleep(action.seconds)

@@ -777,6 +777,23 @@ async def asave_outputs(
             await client.aclose()
 
 
+def write_text_atomic(target: Path, text: str, *, durable: bool = False) -> None:
+    """Write ``text`` to ``target`` whole or not at all: a temporary file beside it, then a
+    rename (a reader never sees half a file; a crash leaves the old one). ``durable``: synced
+    to disk before the rename. The folder must exist; raises :class:`OSError`."""
+    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            if durable:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
 __all__ = [
     "DEFAULT_DEADLINE",
     "DEFAULT_MAX_BYTES",
@@ -794,21 +811,5 @@ __all__ = [
     "safe_text",
     "save_outputs",
     "sniff_extension",
+    "write_text_atomic",
 ]
-
-
-def write_text_atomic(target: Path, text: str, *, durable: bool = False) -> None:
-    """Write ``text`` to ``target`` whole or not at all: a temporary file beside it, then a
-    rename (a reader never sees half a file; a crash leaves the old one). ``durable``: synced
-    to disk before the rename. The folder must exist; raises :class:`OSError`."""
-    handle, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-            if durable:
-                file.flush()
-                os.fsync(file.fileno())
-        os.replace(name, target)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise

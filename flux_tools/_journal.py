@@ -46,6 +46,14 @@ class PendingPrediction:
     def age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.created
 
+    def expired_text(self) -> str:
+        """Why an entry :meth:`Journal.take_up` dropped is gone, for a log or a terminal."""
+        return (
+            f"prediction {safe_text(self.prediction_id, 100)} was created "
+            f"{self.age() / 60:.0f} minutes ago, past the provider's retention (about an hour): "
+            "its image can no longer be fetched; dropped from the journal"
+        )
+
 
 class Journal:
     """``<output folder>/.flux-journal/<digest>.json``, one file per pending prediction.

@@ -353,7 +353,7 @@ class Spending:
     def resolve(self, settings: Settings) -> dict[str, Any]:
         """What each left None is built from: the client's ``settings`` (the environment's,
         read once by :meth:`Settings.from_env`)."""
-        from ._policy import DurationStats, DurationStore
+        from ._policy import DurationStats
         from ._pricing import Budget, PriceTable
 
         limiter = self.limiter
@@ -368,9 +368,7 @@ class Spending:
             )
         durations = self.durations
         if durations is None:
-            durations = DurationStats.for_api(settings.base_url)
-            if settings.cache_dir is not None and durations.store is not None:
-                durations.store = DurationStore(settings.cache_dir / "durations.json")
+            durations = DurationStats.for_api(settings.base_url, cache_dir=settings.cache_dir)
         return {
             "limiter": limiter,
             "budget": budget,

@@ -375,10 +375,16 @@ class DurationStats:
 
     @classmethod
     def for_api(
-        cls, base_url: str, *, persist: bool = True, priors: bool | None = None
+        cls,
+        base_url: str,
+        *,
+        persist: bool = True,
+        priors: bool | None = None,
+        cache_dir: Path | None = None,
     ) -> DurationStats:
         """What a client starts from: the registry's priors, and (``persist``) the durations
-        earlier processes learned from the same API host, kept in the cache folder.
+        earlier processes learned from the same API host, kept in ``cache_dir`` (default: the
+        environment's cache folder, see :class:`DurationStore`).
 
         ``priors=None`` uses them unless the API is on this machine: the registry's durations
         are Replicate's, and an API on loopback (the emulator, in a user's tests) runs at its
@@ -389,7 +395,9 @@ class DurationStats:
         host = (urlsplit(base_url).hostname or "").lower()
         if priors is None:
             priors = not _is_loopback(host)
-        store = DurationStore() if persist else None
+        store = None
+        if persist:
+            store = DurationStore(cache_dir / "durations.json" if cache_dir else None)
         prior = registry_typical_seconds if priors else None
         return cls(prior=prior, store=store, namespace=host)
 

@@ -130,26 +130,10 @@ class PredictionFlows:
         )
         #: The inputs: validation, live schemas, image sources.
         self.payloads = Payloads(self.requests, model=self.model, clock=clock)
-        self.base_url = self.requests.base_url
-        self.retry = retry
-        # What the drivers and the batch runner call, where it lives.
-        self.slot = self.requests.slot
-        self.replied = self.requests.replied
+        # The operations of the other two that the clients offer as their own.
         self.get = self.requests.get
         self.cancel = self.requests.cancel
-        self.validate = self.payloads.validate
-        self.input_model = self.payloads.input_model
-        self.prepare_input = self.payloads.prepare_input
         self.model_schema = self.payloads.model_schema
-
-    @property
-    def live_schemas(self) -> bool:
-        """Whether the API's model endpoint is asked for schemas (see ``model_schema``)."""
-        return self.payloads.live_schemas
-
-    @live_schemas.setter
-    def live_schemas(self, value: bool) -> None:
-        self.payloads.live_schemas = value
 
     # -- operations -----------------------------------------------------------------------------
 
@@ -165,7 +149,7 @@ class PredictionFlows:
         deadline: float | None = None,
     ) -> Flow[Prediction]:
         model = normalize_model_name(model or self.model)
-        payload = yield from self.prepare_input(input, fields, model, images)
+        payload = yield from self.payloads.prepare_input(input, fields, model, images)
         headers: dict[str, str] = {}
         read_timeout = None
         sync_wait = max(0, min(MAX_SYNC_WAIT, int(sync_wait)))

@@ -156,15 +156,13 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
             if out is not None and journal is not None:
                 client.save(result, out)
                 journal.remove(result.prediction_id)
-        except KeyboardInterrupt as exc:
-            progress.done()
-            if result is None and journal is not None:  # canceled upstream: nothing to save
-                journal.settle(progress.prediction_id, exc, owner=True)
-            print(_interrupted(result, progress.prediction_id, out), file=sys.stderr)
-            return EXIT_INTERRUPTED
         except BaseException as exc:
-            if result is None and journal is not None:
+            progress.done()
+            if result is None and journal is not None:  # over (canceled, failed): nothing left
                 journal.settle(progress.prediction_id, exc, owner=True)
+            if isinstance(exc, KeyboardInterrupt):
+                print(_interrupted(result, progress.prediction_id, out), file=sys.stderr)
+                return EXIT_INTERRUPTED
             if result is not None and out is not None and isinstance(exc, Exception):
                 # Not saved (a download refused or failed): the entry stays for `resume`.
                 print(f"flux-tools: save it later: flux-tools resume --out {out}", file=sys.stderr)
@@ -209,12 +207,7 @@ def _resume(args: argparse.Namespace, fields: list[str]) -> int:
     journal = Journal(out)
     live, expired = journal.take_up()
     for entry in expired:
-        print(
-            f"prediction {safe_text(entry.prediction_id, 100)} was created "
-            f"{entry.age() / 60:.0f} minutes ago, past the provider's retention (about an "
-            "hour): its image can no longer be fetched; dropped",
-            file=sys.stderr,
-        )
+        print(entry.expired_text(), file=sys.stderr)
     if not live:
         print(f"flux-tools: nothing to resume in {out}", file=sys.stderr)
         return 0
@@ -228,9 +221,7 @@ def _resume(args: argparse.Namespace, fields: list[str]) -> int:
             try:
                 outcome = client.follow(entry.prediction_id, on_progress=progress)
                 progress.done()
-                if not isinstance(outcome, GenerationResult):  # only with a budget
-                    kept += 1
-                    continue
+                assert isinstance(outcome, GenerationResult), "no budget: follow waits to the end"
                 client.save(outcome, out)
             except FluxError as exc:
                 progress.done()

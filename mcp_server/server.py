@@ -389,12 +389,7 @@ class FluxTools:
             logger.warning("could not read the journal %s: %s", self.journal.directory, exc)
             return
         for entry in expired:
-            logger.warning(
-                "prediction %s was created %.0f minutes ago, past the provider's retention "
-                "(about an hour): its image can no longer be fetched; dropped from the journal",
-                safe_text(entry.prediction_id, 100),
-                entry.age() / 60,
-            )
+            logger.warning("%s", entry.expired_text())
         for entry in entries:
             pid = safe_text(entry.prediction_id, 100)
             if not self.config.has_token:
