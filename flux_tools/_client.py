@@ -18,7 +18,6 @@ from typing import Any, TypedDict, TypeVar
 import anyio
 import anyio.lowlevel
 import httpx2
-import sniffio
 from typing_extensions import Unpack
 
 from ._downloads import DownloadPolicy, asave_outputs, save_outputs
@@ -63,6 +62,14 @@ class ClientOptions(TypedDict, total=False):
     read_timeout: float
     image_dirs: Sequence[str | Path]
     max_image_bytes: int
+
+
+def _on_asyncio() -> bool:
+    """Whether the running event loop is asyncio's (anyio also runs on trio)."""
+    try:
+        return asyncio.current_task() is not None
+    except RuntimeError:  # no asyncio loop in this thread: trio
+        return False
 
 
 class BearerAuth(httpx2.Auth):
@@ -517,7 +524,7 @@ class AsyncFluxClient(_ClientConfig):
                 return exc
 
         with anyio.CancelScope(shield=True):
-            if sniffio.current_async_library() == "asyncio":
+            if _on_asyncio():
                 inner = asyncio.ensure_future(send())
                 while True:
                     try:
