@@ -22,10 +22,11 @@ TOKEN = "r8_benchmark-token-0123456789"
 
 
 async def _flux_tools(options: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    from flux_tools import AsyncFluxClient, DurationStats, agenerate_many
+    from flux_tools import AsyncFluxClient, agenerate_many
+    from flux_tools._drivers.durations import durations_for_api
 
     # The emulator stands for a remote API: its priors apply (none by default on loopback).
-    durations = DurationStats.for_api(options["base_url"], priors=True)
+    durations = durations_for_api(options["base_url"], priors=True)
     async with AsyncFluxClient(
         TOKEN, base_url=options["base_url"], model=MODEL, durations=durations
     ) as client:

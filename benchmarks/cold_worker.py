@@ -18,11 +18,12 @@ def main() -> None:
     options: dict[str, Any] = json.loads(sys.argv[1])
     model = options.get("model", MODEL)
     if options["client"] == "flux-tools":
-        from flux_tools import DurationStats, FluxClient
+        from flux_tools import FluxClient
+        from flux_tools._drivers.durations import durations_for_api
 
         # The emulator stands for a remote API here: its priors apply, as against Replicate's
         # (on loopback a client assumes none by default).
-        durations = DurationStats.for_api(options["base_url"], priors=True)
+        durations = durations_for_api(options["base_url"], priors=True)
         with FluxClient(
             TOKEN, base_url=options["base_url"], model=model, durations=durations
         ) as client:

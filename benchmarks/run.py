@@ -127,10 +127,11 @@ class LatencyCase:
 
 
 def _flux_generate(base_url: str) -> Callable[[str], str]:
-    from flux_tools import DurationStats, FluxClient
+    from flux_tools import FluxClient
+    from flux_tools._drivers.durations import durations_for_api
 
     # The emulator stands for a remote API: its priors apply (none by default on loopback).
-    durations = DurationStats.for_api(base_url, priors=True)
+    durations = durations_for_api(base_url, priors=True)
     client = FluxClient(TOKEN, base_url=base_url, model=MODEL, durations=durations)
     return lambda prompt: client.generate(prompt=prompt).urls[0]
 

@@ -25,8 +25,8 @@ from uuid import UUID
 
 from pydantic import SecretStr
 
-from ._registry import DEFAULT_MODEL
-from .emulator import Emulator
+from flux_tools import DEFAULT_MODEL
+from flux_tools.emulator import Emulator
 
 #: A generation long enough to show progress, short enough for a one-minute demo.
 DEMO_LATENCY = 2.0

@@ -46,15 +46,17 @@ from pydantic import (
 
 from flux_tools import (
     MODELS,
-    TOKEN_ENV_VARS,
     AsyncFluxClient,
     FluxClient,
     FluxError,
     FluxInputError,
     GenerationResult,
     Prediction,
-    Progress,
     Settings,
+)
+from flux_tools.kit import (
+    TOKEN_ENV_VARS,
+    Progress,
     Spending,
     abbreviate,
     edit_arguments,

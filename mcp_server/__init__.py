@@ -12,6 +12,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .config import ConfigError, load_config
+
 __all__ = ["main"]
 
 
@@ -31,8 +33,6 @@ def _configure_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the server until the client disconnects (stdio) or SIGINT/SIGTERM (HTTP)."""
-    from .config import ConfigError, load_config
-
     try:
         config = load_config(argv)
     except ConfigError as exc:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(2) from None
     _configure_logging(config.log_level)
     try:
-        from .app import run
+        from .app import run  # the mcp SDK: imported only to serve, so --help works without it
     except ImportError as exc:
         print(
             f"flux-mcp: the MCP SDK is missing ({exc}). Install it with: "

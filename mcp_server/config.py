@@ -8,7 +8,6 @@ token can only come from that ``env`` block.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,19 +16,24 @@ from typing import Literal
 
 from flux_tools import (
     DEFAULT_EDIT_MODEL,
-    DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MODEL,
-    IMAGE_DIRS_ENV,
     MODELS,
     ConfigError,
-    EnvVar,
     ModelSpec,
     Settings,
     __version__,
-    edit_spec,
-    model_spec,
 )
-from flux_tools import ENVIRONMENT as CORE_ENVIRONMENT
+from flux_tools.kit import (
+    CLIENT_ENVIRONMENT,
+    DEFAULT_MAX_IMAGE_BYTES,
+    IMAGE_DIRS_ENV,
+    SERVER_ENVIRONMENT,
+    edit_spec,
+    image_dirs_from,
+    is_loopback,
+    model_spec,
+    read_environment,
+)
 
 Transport = Literal["stdio", "streamable-http"]
 
@@ -40,7 +44,6 @@ DEFAULT_PREVIEW_SIDE = 768
 DEFAULT_PORT = 8000
 #: Bounds of FLUX_MCP_MAX_IMAGE_BYTES: a local image is sent inline, base64 in the JSON body.
 MAX_IMAGE_BYTES_RANGE = (1, 100 * 1024 * 1024)
-LOOPBACK_NAMES = ("localhost",)
 OFF_WORDS = ("0", "off", "false", "no", "none")
 #: What a finished result carries besides its text (always there) and structured content.
 CONTENT_PARTS = ("text", "links", "preview")
@@ -53,15 +56,6 @@ def default_output_dir(home: Path | None = None) -> Path:
     home = home or Path.home()
     pictures = home / "Pictures"
     return (pictures if pictures.is_dir() else home) / "flux-tools"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)
@@ -119,27 +113,14 @@ class Config:
         return self.settings.max_image_bytes
 
 
-#: The server's own variables, beside the core's (:data:`flux_tools.ENVIRONMENT`): the README's
-#: configuration table and ``flux-mcp --help`` are checked against both.
-ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar("FLUX_OUTPUT_DIR", "MCP", "where images are saved (an absolute path)"),
-    EnvVar("FLUX_MCP_WAIT_SECONDS", "MCP", "how long one tool call waits for the image"),
-    EnvVar("FLUX_MCP_PREVIEW", "MCP", "off, or the longest side of the inline preview"),
-    EnvVar("FLUX_MCP_CONTENT", "MCP", "what a finished result carries beside its text"),
-    EnvVar("FLUX_MCP_VIEWER", "MCP", "off to leave out the MCP App image viewer"),
-    EnvVar("FLUX_MCP_MAX_IMAGE_BYTES", "MCP", "largest local image sent as an input"),
-    EnvVar("FLUX_MCP_AUTH_TOKEN", "MCP", "bearer token of the HTTP transport"),
-    EnvVar("FLUX_MCP_LOG_LEVEL", "MCP", "DEBUG, INFO, WARNING or ERROR"),
-    EnvVar("FLUX_MCP_CANCEL_AFTER", "MCP", "seconds after which the API stops a prediction"),
-    EnvVar("FLUX_MCP_HOST", "MCP", "HTTP interface to bind"),
-    EnvVar("FLUX_MCP_PORT", "MCP", "HTTP port"),
-    EnvVar("FLUX_MCP_STATELESS", "MCP", "HTTP without sessions"),
-    EnvVar("FLUX_MCP_ALLOWED_HOSTS", "MCP", "Host headers accepted (comma-separated)"),
-)
+#: The server's own variables (declared, with the client's, in the one table the package reads
+#: the environment by): the README's configuration table and ``flux-mcp --help`` are checked
+#: against both.
+ENVIRONMENT = SERVER_ENVIRONMENT
 
 
 def _parser() -> argparse.ArgumentParser:
-    names = ", ".join(var.name for var in (*CORE_ENVIRONMENT, *ENVIRONMENT))
+    names = ", ".join(var.name for var in (*CLIENT_ENVIRONMENT, *SERVER_ENVIRONMENT))
     parser = argparse.ArgumentParser(
         prog="flux-mcp",
         description="MCP server for FLUX image generation. Serves over stdio by default. "
@@ -288,21 +269,18 @@ def _model(name: str, value: str, *, edit: bool) -> ModelSpec:
 
 
 def _image_dirs(flags: Sequence[str] | None, env: Mapping[str, str]) -> tuple[Path, ...]:
+    source = "--image-dir" if flags else IMAGE_DIRS_ENV
     if flags:
-        given = [(text, "--image-dir") for text in flags]
+        folders = tuple(Path(text.strip()).expanduser() for text in flags if text.strip())
     else:
-        raw = env.get(IMAGE_DIRS_ENV, "")
-        given = [(part, IMAGE_DIRS_ENV) for part in raw.split(os.pathsep) if part.strip()]
-    folders = []
-    for text, source in given:
-        path = Path(text.strip()).expanduser()
+        folders = image_dirs_from(env.get(IMAGE_DIRS_ENV, ""))
+    for path in folders:
         if not path.is_absolute():
             raise ConfigError(
-                f"{source} holds the relative path {text!r}. MCP clients start servers from "
-                "arbitrary working directories, so give absolute folders."
+                f"{source} holds the relative path {str(path)!r}. MCP clients start servers "
+                "from arbitrary working directories, so give absolute folders."
             )
-        folders.append(path)
-    return tuple(folders)
+    return folders
 
 
 def _max_image_bytes(flag: int | None, env: Mapping[str, str]) -> int:
@@ -324,17 +302,17 @@ def load_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
     """Read the environment, then the flags. Raises :class:`ConfigError` with a clear message."""
-    env = os.environ if environ is None else environ
+    env = read_environment(environ)
     args = _parser().parse_args(argv)
 
     known = _model(
         "--model" if args.model else "FLUX_MODEL",
-        args.model or env.get("FLUX_MODEL") or DEFAULT_MODEL,
+        args.model or env.get("FLUX_MODEL", "").strip() or DEFAULT_MODEL,
         edit=False,
     )
     editor = _model(
         "--edit-model" if args.edit_model else "FLUX_EDIT_MODEL",
-        args.edit_model or env.get("FLUX_EDIT_MODEL") or DEFAULT_EDIT_MODEL,
+        args.edit_model or env.get("FLUX_EDIT_MODEL", "").strip() or DEFAULT_EDIT_MODEL,
         edit=True,
     )
 

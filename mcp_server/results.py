@@ -15,18 +15,9 @@ from pathlib import Path
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
 
-from flux_tools import DEFAULT_PREVIEW_BYTES as DEFAULT_MAX_BYTES
-from flux_tools import (
-    Preview,
-    PreviewError,
-    Running,
-    Timings,
-    make_preview,
-    result_text,
-    resume_step,
-    running_text,
-    safe_text,
-)
+from flux_tools import PreviewError, Running, Timings
+from flux_tools.kit import DEFAULT_PREVIEW_BYTES as DEFAULT_MAX_BYTES
+from flux_tools.kit import Preview, make_preview, result_text, resume_step, running_text, safe_text
 
 from . import _sdk
 from .store import media_type, resource_uri

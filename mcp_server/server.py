@@ -19,22 +19,24 @@ import anyio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flux_tools import (
-    IMAGE_URI_PREFIXES,
-    TOKEN_ENV_VARS,
     AsyncFluxClient,
     DownloadError,
     FluxError,
     FluxInput,
     FluxInputError,
     GenerationResult,
-    Journal,
     ModelSpec,
-    PendingPrediction,
     Prediction,
     PredictionFailed,
     Running,
     Timings,
     __version__,
+)
+from flux_tools.kit import (
+    IMAGE_URI_PREFIXES,
+    TOKEN_ENV_VARS,
+    Journal,
+    PendingPrediction,
     edit_arguments,
     edit_spec,
     error_text,
@@ -42,7 +44,7 @@ from flux_tools import (
     model_spec,
     safe_text,
 )
-from flux_tools import Progress as ProgressText
+from flux_tools.kit import Progress as ProgressText
 
 from . import _sdk
 from .catalog import ListModelsInput, ModelList, models_result

@@ -13,14 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from flux_tools import (
-    MEDIA_TYPES,
-    GenerationResult,
-    __version__,
-    abbreviate,
-    safe_stem,
-    write_text_atomic,
-)
+from flux_tools import GenerationResult, __version__
+from flux_tools.kit import MEDIA_TYPES, abbreviate, safe_stem, write_text_atomic
 
 logger = logging.getLogger("mcp_server")
 

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
-from .._inputs import FluxInput
-from .._registry import MODELS, ModelSpec, normalize_model_name
+from .._domain.inputs import FluxInput
+from .._domain.registry import MODELS, ModelSpec, normalize_model_name
+from .._domain.schemas import input_model_from_schema, snapshot_document
 
 COG_VERSION = "0.16.8"
 _VERSION_ID = re.compile(r"^[0-9a-f]{8,64}$")
@@ -132,10 +133,6 @@ def _digest(name: str, schema: dict[str, Any]) -> str:
 
 def _snapshot(spec: ModelSpec) -> dict[str, Any] | None:
     try:
-        from .._schemas import snapshot_document
-    except ImportError:  # a registry without snapshots
-        return None
-    try:
         document: dict[str, Any] = snapshot_document(spec.name)
     except ValueError:
         return None
@@ -190,8 +187,6 @@ class Catalog:
         edit_field: str | None = None,
     ) -> ServedModel:
         """Serve ``name`` from its schema (an ``openapi_schema`` or a bare ``Input``)."""
-        from .._schemas import input_model_from_schema
-
         name = normalize_model_name(name)
         if output not in ("single", "list"):
             raise ValueError("output must be 'single' or 'list'")

@@ -23,8 +23,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from .._downloads import MEDIA_TYPES, sniff_extension
-from .._inputs import IMAGE_URI_PREFIXES
+from .._base.media import MEDIA_TYPES, sniff_extension
+from .._domain.images import IMAGE_URI_PREFIXES
 from . import _catalog, _images
 from ._faults import ENDPOINTS, Directives, Endpoint, Fault, FaultBook, parse_directives
 

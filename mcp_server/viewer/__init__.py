@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING
 
 from flux_tools import __version__
 
-if TYPE_CHECKING:
-    from .._sdk import AppSpec
+from .._sdk import AppSpec
 
 #: The view's address; hosts read it with resources/read.
 VIEWER_URI = "ui://flux/viewer.html"
@@ -58,8 +56,6 @@ def viewer_app(enabled: bool, *, edit_field: str) -> AppSpec | None:
     """The viewer as the server registers it, or None when FLUX_MCP_VIEWER is off."""
     if not enabled:
         return None
-    from .._sdk import AppSpec
-
     return AppSpec(
         uri=VIEWER_URI,
         name="flux-image-viewer",

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flux_tools._batch import LEDGER_NAME
 from flux_tools.emulator import Emulator
+from flux_tools.kit import LEDGER_NAME
 
 MakeEmulator = Callable[..., Emulator]
 

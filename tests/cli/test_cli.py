@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_tools import JOURNAL_DIR, FluxProInput
+from flux_tools import FluxProInput
 from flux_tools.cli import build_parser
 from flux_tools.emulator import Emulator
+from flux_tools.kit import JOURNAL_DIR
 
 from ..conftest import requests_to
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_tools import JOURNAL_DIR
-from flux_tools._downloads import MAX_OUTPUTS
+from flux_tools._drivers.downloads import MAX_OUTPUTS
+from flux_tools.kit import JOURNAL_DIR
 
 from ..hostile import Answer, HostileGateway
 

@@ -11,8 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from flux_tools import JOURNAL_DIR, FluxClient, Journal, PendingPrediction, Running
+from flux_tools import FluxClient, Running
 from flux_tools.emulator import Emulator, Fault
+from flux_tools.kit import JOURNAL_DIR, Journal, PendingPrediction
 
 from .test_cli import cli_env, run
 

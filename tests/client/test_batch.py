@@ -12,9 +12,19 @@ from typing import Any
 
 import pytest
 
-from flux_tools import MODELS, AsyncFluxClient, DurationStats, FluxClient, FluxInputError
-from flux_tools._batch import LEDGER_NAME, BatchReport, agenerate_many, generate_many, input_hash
+from flux_tools import (
+    MODELS,
+    AsyncFluxClient,
+    BatchReport,
+    DurationStats,
+    FluxClient,
+    FluxInputError,
+    agenerate_many,
+    generate_many,
+)
+from flux_tools._domain.batch import input_hash
 from flux_tools.emulator import Emulator, Fault
+from flux_tools.kit import LEDGER_NAME
 
 MakeEmulator = Callable[..., Emulator]
 

@@ -23,16 +23,12 @@ import httpx2
 import pytest
 from PIL import Image
 
-from flux_tools import DownloadError, FluxError, safe_text
-from flux_tools._downloads import (
-    MAX_OUTPUTS,
-    DownloadPolicy,
-    asave_outputs,
-    is_local_host,
-    safe_stem,
-    save_outputs,
-)
-from flux_tools._preview import MAX_PIXELS, PreviewError, make_preview
+from flux_tools import DownloadError, FluxError
+from flux_tools._base.media import safe_stem
+from flux_tools._base.urls import is_local_host
+from flux_tools._drivers.downloads import MAX_OUTPUTS, DownloadPolicy, asave_outputs, save_outputs
+from flux_tools._drivers.preview import MAX_PIXELS, PreviewError, make_preview
+from flux_tools.kit import safe_text
 
 from ..hostile import Answer, HostileGateway
 
@@ -487,7 +483,7 @@ def test_a_large_jpeg_is_previewed_in_bounded_memory(tmp_path: Path) -> None:
     # Peak memory of a fresh process (VmHWM: ru_maxrss would count this one's, kept on exec).
     script = (
         "import re, sys\n"
-        "from flux_tools._preview import make_preview\n"
+        "from flux_tools._drivers.preview import make_preview\n"
         "p = make_preview(sys.argv[1])\n"
         "status = open('/proc/self/status').read()\n"
         "peak = re.search(r'VmHWM:\\s+(\\d+)', status).group(1)\n"
@@ -517,7 +513,7 @@ def test_a_preview_of_a_normal_image_still_works(tmp_path: Path) -> None:
 def test_a_host_only_the_proxy_can_resolve_is_left_to_the_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from flux_tools._downloads import _behind_proxy
+    from flux_tools._drivers.downloads import _behind_proxy
 
     for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(name, raising=False)

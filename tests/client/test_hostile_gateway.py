@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from flux_tools import DownloadError, FluxError, PollSchedule, RetryPolicy
-from flux_tools._downloads import MAX_OUTPUTS
+from flux_tools._drivers.downloads import MAX_OUTPUTS
 
 from ..conftest import Flux
 from ..hostile import MISSING, Answer, HostileGateway

@@ -11,14 +11,8 @@ from typing import Any
 
 import pytest
 
-from flux_tools import (
-    FluxAPIError,
-    FluxClient,
-    FluxInputError,
-    RetryPolicy,
-    snapshot_document,
-    snapshot_schema,
-)
+from flux_tools import FluxAPIError, FluxClient, FluxInputError, RetryPolicy
+from flux_tools._domain.schemas import snapshot_document, snapshot_schema
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux

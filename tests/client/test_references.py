@@ -18,7 +18,7 @@ from flux_tools.emulator import Emulator
 from flux_tools.emulator._images import reference_tiles
 
 from ..conftest import Flux, requests_to
-from ..core.test_models import similarity
+from .test_models import similarity
 
 MakeFlux = Callable[..., Flux]
 RED, GREEN = (220, 30, 30), (30, 200, 40)

@@ -19,6 +19,8 @@ import pytest
 
 from flux_tools.emulator import Emulator
 
+from ..nodejs import npm_ci
+
 JS_DIR = Path(__file__).parent / "js"
 #: Short runs keep the suite quick; a test that needs a longer one asks for it in its prompt.
 FAST: dict[str, Any] = {"latency": 0.2, "queue_time": 0.05, "image_scale": 0.125}
@@ -59,16 +61,7 @@ def js_client() -> Path:
     reason = _js_skip_reason()
     if reason:
         pytest.skip(reason)
-    installed = JS_DIR / "node_modules" / "replicate" / "package.json"
-    lock = JS_DIR / "package-lock.json"
-    wanted = json.loads(lock.read_text())["packages"]["node_modules/replicate"]["version"]
-    if not installed.exists() or json.loads(installed.read_text())["version"] != wanted:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=JS_DIR,
-            check=True,
-            timeout=300,
-        )
+    npm_ci(JS_DIR)
     return JS_DIR
 
 

@@ -14,7 +14,7 @@ from flux_tools import (
     PredictionFailed,
     RateLimitError,
 )
-from flux_tools._exceptions import api_error, redact, retry_after_seconds
+from flux_tools._base.errors import api_error, redact, retry_after_seconds
 
 TOKEN = "r8_Secret0123456789"
 

@@ -164,9 +164,9 @@ def test_input_error_summary_names_field_and_allowed_values() -> None:
 
 
 def test_the_input_classes_are_compiled_from_snapshots_and_still_importable() -> None:
-    from flux_tools import _inputs, _registry
+    from flux_tools._domain import registry
 
-    assert _inputs.FluxProInput is FluxProInput is _registry.FluxProInput
+    assert FluxProInput is registry.FluxProInput
     assert FluxProInput.schema_source == "snapshot" and FluxProInput.schema_date
     assert FluxProInput.image_fields == ("image_prompt",)
 
@@ -175,4 +175,4 @@ def test_the_input_classes_are_compiled_from_snapshots_and_still_importable() ->
 
     assert Extended(prompt="x").to_api() == {"prompt": "x"}
     with pytest.raises(AttributeError):
-        _inputs.NotAnInput  # noqa: B018
+        registry.NotAnInput  # type: ignore[attr-defined]  # noqa: B018

@@ -9,17 +9,19 @@ from pathlib import Path
 import pytest
 
 from flux_tools import (
-    JOURNAL_DIR,
-    RETENTION_SECONDS,
     FluxAPIError,
     FluxConnectionError,
-    Journal,
-    PendingPrediction,
     Prediction,
     PredictionFailed,
     PredictionTimeout,
 )
-from flux_tools._journal import ended_without_image
+from flux_tools.kit import (
+    JOURNAL_DIR,
+    RETENTION_SECONDS,
+    Journal,
+    PendingPrediction,
+    ended_without_image,
+)
 
 MODEL = "black-forest-labs/flux-2-pro"
 

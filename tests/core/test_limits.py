@@ -3,29 +3,23 @@ generations against the emulator's enforced rate limits, and durations kept betw
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import random
 import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from flux_tools import DurationStats, PollSchedule, RateLimiter, RateLimits, Settings
-from flux_tools._policy import (
+from flux_tools._domain.polling import (
     PRIOR_PROBE,
     PRIOR_READS_FACTOR,
-    DurationStore,
     expected_reads,
     prior_samples,
 )
-from flux_tools._settings import default_cache_dir
-from flux_tools.emulator import Emulator
-
-from ..conftest import Flux, requests_to
+from flux_tools._drivers.durations import DurationStore, durations_for_api
+from flux_tools._settings.settings import default_cache_dir, rate_limits_from_env
 
 
 class Clock:
@@ -34,9 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-# -- the limiter's decisions ---------------------------------------------------------------------
 
 
 def test_a_burst_gets_slots_spread_at_the_rate() -> None:
@@ -179,13 +170,13 @@ def test_a_burst_is_not_learned_while_throttled() -> None:
 
 
 def test_limits_from_the_environment_are_checked() -> None:
-    limits = RateLimits.from_env({"FLUX_CREATES_PER_MINUTE": "6"})
+    limits = rate_limits_from_env({"FLUX_CREATES_PER_MINUTE": "6"})
     assert limits.creates_per_minute == 6 and limits.create_burst == 1
     assert limits.reads_per_minute == 3000
     with pytest.raises(ValueError, match="FLUX_READS_PER_MINUTE"):
-        RateLimits.from_env({"FLUX_READS_PER_MINUTE": "lots"})
+        rate_limits_from_env({"FLUX_READS_PER_MINUTE": "lots"})
     with pytest.raises(ValueError, match="FLUX_CREATES_PER_MINUTE"):
-        RateLimits.from_env({"FLUX_CREATES_PER_MINUTE": "0"})
+        rate_limits_from_env({"FLUX_CREATES_PER_MINUTE": "0"})
 
 
 def test_the_read_price_comes_from_the_read_budget() -> None:
@@ -208,9 +199,6 @@ def test_the_read_price_comes_from_the_read_budget() -> None:
     assert tight is not None and loose is not None
     assert expected_reads(tight, samples, schedule) <= 2.5
     assert len(loose) > len(tight)
-
-
-# -- priors and durations kept between processes ------------------------------------------------
 
 
 def test_a_prior_plans_the_first_generation() -> None:
@@ -239,7 +227,7 @@ def test_a_prior_plans_the_first_generation() -> None:
 
 def test_the_registry_gives_every_model_a_prior() -> None:
     from flux_tools import MODELS
-    from flux_tools._policy import registry_typical_seconds
+    from flux_tools._domain.polling import registry_typical_seconds
 
     for name in MODELS:
         typical = registry_typical_seconds(name)
@@ -253,7 +241,7 @@ def test_durations_are_kept_between_processes(
     monkeypatch.setenv("FLUX_CACHE_DIR", str(tmp_path / "cache"))
     assert default_cache_dir() == tmp_path / "cache"
     assert Settings.from_env().cache_dir == tmp_path / "cache"
-    first = DurationStats.for_api("https://gateway.example/replicate/v1")
+    first = durations_for_api("https://gateway.example/replicate/v1")
     for value in (2.9, 3.1, 3.0):
         first.observe("acme/model", value)
     first.flush()
@@ -262,12 +250,12 @@ def test_durations_are_kept_between_processes(
     assert saved["durations"]["gateway.example acme/model"]["samples"] == [2.9, 3.1, 3.0]
     assert [p.name for p in path.parent.iterdir()] == ["durations.json"]  # no temp file left
 
-    fresh = DurationStats.for_api("https://gateway.example/other/base")
+    fresh = durations_for_api("https://gateway.example/other/base")
     assert fresh.samples("acme/model") == [2.9, 3.1, 3.0]
     # Another API host's durations are its own.
-    assert DurationStats.for_api("https://api.replicate.com/v1").samples("acme/model") == []
+    assert durations_for_api("https://api.replicate.com/v1").samples("acme/model") == []
     # Two processes saving: each one's models survive the other's write.
-    other = DurationStats.for_api("https://gateway.example/v1")
+    other = durations_for_api("https://gateway.example/v1")
     other.observe("acme/second", 8.0)
     other.flush()
     keys = set(json.loads(path.read_text())["durations"])
@@ -329,60 +317,3 @@ def test_duration_stats_serve_many_threads() -> None:
         t.join()
     assert errors == []
     assert len(stats.samples("m")) == stats.size
-
-
-# -- against the emulator's enforced limits ------------------------------------------------------
-
-MakeEmulator = Callable[..., Emulator]
-MakeFlux = Callable[..., Flux]
-
-
-def _throttled(emulator: Emulator) -> int:
-    return sum(1 for r in emulator.stats.requests if r.status == 429)
-
-
-@pytest.mark.parametrize("configured", ["matching", "replicate-defaults"])
-async def test_a_burst_stays_within_the_enforced_limits(
-    make_emulator: MakeEmulator, make_flux: MakeFlux, configured: str
-) -> None:
-    """Generations started together share the account's budgets: none fails. A client that
-    knows the limits gets no 429; one that assumes Replicate's (10x higher here) learns them
-    from the 429s and the ratelimit headers, with few 429s."""
-    emulator = make_emulator(
-        rate_limits="creates=120/60:burst=4,reads=240/60:burst=6",
-        honor_prefer_wait=False,
-        latency=0.4,
-    )
-    # The emulator answers from a thread of this process on a shared 2-core machine: a request
-    # may wait for the interpreter longer than a network would delay it, hence the jitter.
-    limits = (
-        RateLimits(
-            creates_per_minute=120,
-            reads_per_minute=240,
-            create_burst=4,
-            read_burst=6,
-            jitter=0.3,
-        )
-        if configured == "matching"
-        else RateLimits()
-    )
-    flux = make_flux(emulator, limiter=RateLimiter(limits), durations=DurationStats())
-    n = 12
-    results = await asyncio.gather(
-        *(flux("generate", prompt=f"burst {i}") for i in range(n)), return_exceptions=True
-    )
-    failures = [r for r in results if isinstance(r, BaseException)]
-    assert failures == []
-    assert emulator.stats.predictions_created == n
-    assert len(requests_to(emulator, "create")) - n == sum(
-        1 for r in requests_to(emulator, "create") if r.status == 429
-    )  # every create sent again was a 429: none paid twice
-    throttled = _throttled(emulator)
-    if configured == "matching":
-        assert throttled == 0
-    else:
-        # Bounded: the limiter learns the 5x lower limits from a few bursts of 429s, instead
-        # of every request of every generation hitting the limit (65 requests were sent).
-        assert 0 < throttled <= 2 * n
-    stats: Any = flux.client.limiter.stats()
-    assert stats.throttled["create"] + stats.throttled["read"] == throttled

@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from flux_tools._policy import DurationStats, PollSchedule, RetryPolicy, is_terminal
+from flux_tools._domain.polling import DurationStats, PollSchedule, RetryPolicy
+from flux_tools._domain.prediction import is_terminal
 
 
 @pytest.mark.parametrize("status", ["succeeded", "failed", "canceled", "aborted"])

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from flux_tools import MODELS, Budget, BudgetExceeded, ConfigError, Price, PriceTable
-from flux_tools.emulator import Emulator, Fault
+from flux_tools._settings.settings import budget_from_env, prices_from_env
+from flux_tools.emulator import Emulator
 
 from ..conftest import Flux
 
@@ -46,7 +47,7 @@ def test_estimates_follow_outputs_and_megapixels() -> None:
 
 
 def test_a_gateways_prices_come_from_flux_prices(tmp_path: Path) -> None:
-    inline = PriceTable.from_env(
+    inline = prices_from_env(
         {"FLUX_PRICES": '{"flux-pro": 0.07, "acme/x": {"usd": 0.01, "unit": "megapixel"}}'}
     )
     assert inline.price("black-forest-labs/flux-pro") == Price(0.07, "image", False, "FLUX_PRICES")
@@ -54,7 +55,7 @@ def test_a_gateways_prices_come_from_flux_prices(tmp_path: Path) -> None:
     assert inline.price("flux-dev") == PriceTable().price("flux-dev")  # the rest: the registry
     path = tmp_path / "prices.json"
     path.write_text(json.dumps({"flux-dev": 0.5}))
-    assert PriceTable.from_env({"FLUX_PRICES": str(path)}).estimate("flux-dev", {}) == 0.5
+    assert prices_from_env({"FLUX_PRICES": str(path)}).estimate("flux-dev", {}) == 0.5
 
 
 @pytest.mark.parametrize(
@@ -70,7 +71,7 @@ def test_a_gateways_prices_come_from_flux_prices(tmp_path: Path) -> None:
 )
 def test_bad_flux_prices_name_the_variable(value: str, expected: str) -> None:
     with pytest.raises(ConfigError, match="FLUX_PRICES") as info:
-        PriceTable.from_env({"FLUX_PRICES": value})
+        prices_from_env({"FLUX_PRICES": value})
     assert expected in str(info.value)
 
 
@@ -106,56 +107,10 @@ def test_a_per_call_limit_and_unknown_prices() -> None:
 
 
 def test_budgets_from_the_environment() -> None:
-    budget = Budget.from_env({"FLUX_BUDGET_USD": "$2.50", "FLUX_MAX_CALL_USD": "0.1"})
+    limit, per_call = budget_from_env({"FLUX_BUDGET_USD": "$2.50", "FLUX_MAX_CALL_USD": "0.1"})
+    budget = Budget(limit, per_call=per_call)
     assert budget.limit == 2.5 and budget.per_call == 0.1
-    assert not Budget.from_env({}).active
+    limit, per_call = budget_from_env({})
+    assert not Budget(limit, per_call=per_call).active
     with pytest.raises(ConfigError, match="FLUX_BUDGET_USD"):
-        Budget.from_env({"FLUX_BUDGET_USD": "a lot"})
-
-
-# -- through the clients, against the emulator ---------------------------------------------------
-
-
-async def test_the_budget_refuses_before_sending(emulator: Emulator, make_flux: MakeFlux) -> None:
-    flux = make_flux(emulator, budget=Budget(0.01))
-    with pytest.raises(BudgetExceeded) as info:
-        await flux("generate", prompt="too dear")
-    assert info.value.budget == "FLUX_BUDGET_USD"
-    assert emulator.stats.creates == 0 and emulator.stats.predictions_created == 0
-
-
-async def test_flux_budget_usd_stops_the_second_generation(
-    emulator: Emulator, make_flux: MakeFlux, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    price = MODELS["black-forest-labs/flux-pro"].price_usd
-    monkeypatch.setenv("FLUX_BUDGET_USD", str(price * 1.5))
-    flux = make_flux(emulator)
-    result = await flux("generate", prompt="the first fits")
-    assert result.cost == pytest.approx(price)
-    assert result.summary()["cost"] == pytest.approx(price)
-    with pytest.raises(BudgetExceeded, match="FLUX_BUDGET_USD"):
-        await flux("generate", prompt="the second does not")
-    assert emulator.stats.predictions_created == 1
-    assert flux.client.budget.spent == pytest.approx(price)
-
-
-async def test_a_refused_create_gives_its_money_back(
-    emulator: Emulator, make_flux: MakeFlux
-) -> None:
-    price = MODELS["black-forest-labs/flux-pro"].price_usd
-    flux = make_flux(emulator, budget=Budget(price * 1.5))
-    emulator.add_fault(Fault("create", "422"))
-    with pytest.raises(Exception, match="422"):
-        await flux("generate", prompt="refused by the API")
-    assert flux.client.budget.spent == 0  # nothing was created: nothing counted
-    result = await flux("generate", prompt="then one that works")
-    assert result.cost == pytest.approx(price)
-
-
-async def test_costs_follow_a_gateways_prices(
-    emulator: Emulator, make_flux: MakeFlux, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("FLUX_PRICES", '{"flux-schnell": 0.5}')
-    flux = make_flux(emulator)
-    result = await flux("generate", model="flux-schnell", prompt="two", num_outputs=2)
-    assert result.cost == pytest.approx(1.0)
+        budget_from_env({"FLUX_BUDGET_USD": "a lot"})

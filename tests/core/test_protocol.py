@@ -16,10 +16,11 @@ import httpx2
 import pytest
 
 from flux_tools import FluxConnectionError, PredictionTimeout
-from flux_tools._image_inputs import LocalImages
-from flux_tools._policy import PollSchedule, RetryPolicy
-from flux_tools._protocol import PredictionFlows
-from flux_tools._requests import Call, Flow, Reply, Report, Sleep, origin
+from flux_tools._base.urls import origin
+from flux_tools._domain.polling import PollSchedule, RetryPolicy
+from flux_tools._drivers.local_images import LocalImages
+from flux_tools._protocol.actions import Call, Flow, Reply, Report, Sleep
+from flux_tools._protocol.flows import PredictionFlows
 
 BASE = "https://gateway.example/replicate/v1"
 NO_FILES = LocalImages()

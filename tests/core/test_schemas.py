@@ -16,15 +16,9 @@ import pytest
 from pydantic import ValidationError
 
 import flux_tools
-from flux_tools import (
-    MODELS,
-    FluxInput,
-    SchemaError,
-    input_model_from_schema,
-    model_spec,
-    snapshot_document,
-    snapshot_schema,
-)
+from flux_tools import MODELS, FluxInput, SchemaError
+from flux_tools._domain.schemas import input_model_from_schema, snapshot_document, snapshot_schema
+from flux_tools.kit import model_spec
 
 SNAPSHOTS = Path(flux_tools.__file__).parent / "schemas"
 

@@ -22,8 +22,9 @@ from flux_tools import (
     RateLimitError,
     Running,
 )
-from flux_tools._protocol import MAX_SYNC_WAIT
-from flux_tools._requests import MIN_CALL_SECONDS, Call, Flow, Reply, Report, Sleep
+from flux_tools._protocol.actions import Call, Flow, Reply, Report, Sleep
+from flux_tools._protocol.flows import MAX_SYNC_WAIT
+from flux_tools._protocol.requests import MIN_CALL_SECONDS
 
 from .test_protocol import NO_FILES, FakeClock, flows, prediction
 

@@ -22,7 +22,8 @@ import httpx2
 import pytest
 from PIL import Image
 
-from flux_tools import MODELS, snapshot_schema
+from flux_tools import MODELS
+from flux_tools._domain.schemas import snapshot_schema
 from flux_tools.emulator import Emulator
 from flux_tools.emulator._images import reference_tiles
 

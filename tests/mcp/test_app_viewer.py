@@ -26,8 +26,9 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 from pydantic import BaseModel
 
-from flux_tools import FluxClient, FluxProInput, edit_arguments, known_model
+from flux_tools import FluxClient, FluxProInput
 from flux_tools.emulator import Emulator
+from flux_tools.kit import edit_arguments, known_model
 from mcp_server._sdk import APP_MIME_TYPE, APPS_EXTENSION, SDK_LINE, lean_schema
 from mcp_server.catalog import ListModelsInput, ModelList
 from mcp_server.config import ConfigError, load_config
@@ -35,6 +36,7 @@ from mcp_server.results import ImageResult
 from mcp_server.server import GetPredictionInput, PredictionRef
 from mcp_server.viewer import VIEWER_URI
 
+from ..nodejs import npm_ci
 from .mcp_helpers import (
     DUMMY_TOKEN,
     ServerProcess,
@@ -381,15 +383,7 @@ def browser_harness() -> Path:
     missing = _browser_missing()
     if missing:
         pytest.skip(missing)
-    lock = BROWSER / "package-lock.json"
-    installed = BROWSER / "node_modules" / ".package-lock.json"
-    if not installed.is_file() or installed.stat().st_mtime < lock.stat().st_mtime:
-        subprocess.run(
-            ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=BROWSER,
-            check=True,
-            timeout=300,
-        )
+    npm_ci(BROWSER)
     return BROWSER
 
 

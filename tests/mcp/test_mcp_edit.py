@@ -19,8 +19,9 @@ import anyio
 import pytest
 from PIL import Image
 
-from flux_tools import MODELS, edit_arguments, known_model
+from flux_tools import MODELS
 from flux_tools.emulator import Emulator
+from flux_tools.kit import edit_arguments, known_model
 from mcp_server._sdk import lean_schema
 
 from .mcp_helpers import (

@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from flux_tools._preview import PreviewError, make_preview
+from flux_tools import PreviewError
 from flux_tools.emulator import Emulator
+from flux_tools.kit import make_preview
 
 from .mcp_helpers import ONE_MIB, server_env, server_process
 

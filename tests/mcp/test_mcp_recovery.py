@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from flux_tools import JOURNAL_DIR, Journal, PendingPrediction
 from flux_tools.emulator import Emulator
+from flux_tools.kit import JOURNAL_DIR, Journal, PendingPrediction
 
 from .mcp_helpers import Progress, server_env, server_process, stdio_session, text_of
 

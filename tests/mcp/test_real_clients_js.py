@@ -2,7 +2,7 @@
 most IDEs embed) against the server and the emulator, over stdio and streamable HTTP.
 
 ``tests/js/mcp_client.mjs`` runs one scenario and prints one JSON event per line; the packages
-come from ``tests/js/package-lock.json`` (``tests/js/install`` runs ``npm ci``). Without node or
+come from ``tests/js/package-lock.json`` (``tests/nodejs.py`` runs ``npm ci``). Without node or
 npm these tests skip, saying so.
 """
 
@@ -25,6 +25,7 @@ from PIL import Image
 
 from flux_tools.emulator import Emulator
 
+from ..nodejs import node_missing, npm_ci
 from .mcp_helpers import ONE_MIB, server_env
 from .real_clients import Target, serving
 
@@ -41,16 +42,12 @@ RUN_TIMEOUT = 90
 @pytest.fixture(scope="session")
 def node() -> str:
     """The node binary, with the packages of tests/js installed (``npm ci``)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the TypeScript SDK client tests (not on PATH)")
-    done = subprocess.run(
-        [str(JS_DIR / "install")], capture_output=True, text=True, timeout=600, check=False
-    )
-    if done.returncode != 0:
-        pytest.skip(
-            f"npm ci in tests/js failed, so the TypeScript client is missing: {done.stderr}"
-        )
+    missing = node_missing()
+    if missing:
+        pytest.skip(f"the TypeScript SDK client tests: {missing}")
+    npm_ci(JS_DIR)
+    node = shutil.which("node")
+    assert node is not None
     return node
 
 
