@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,10 +165,3 @@ def core_venv(tmp_path_factory: pytest.TempPathFactory, dist: Dist) -> Venv:
 def full_venv(tmp_path_factory: pytest.TempPathFactory, dist: Dist) -> Venv:
     """``pip install 'flux-tools[all]'``: every front end."""
     return make_venv(tmp_path_factory.mktemp("all"), dist, "all")
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    folder = tmp_path / "work"
-    folder.mkdir()
-    yield folder
