@@ -44,7 +44,7 @@ from ._domain.registry import DEFAULT_EDIT_MODEL, DEFAULT_MODEL, MODELS, ModelSp
 from ._drivers.batch import agenerate_many, generate_many
 from ._drivers.client import AsyncFluxClient, ClientOptions, FluxClient
 from ._protocol.flows import Running
-from ._settings.environment import ENVIRONMENT, EnvVar
+from ._settings.environment import DEFAULT_BASE_URL, DEFAULT_TIMEOUT, ENVIRONMENT, EnvVar
 from ._settings.settings import Settings
 from ._version import __version__
 
@@ -78,8 +78,10 @@ else:
 
 
 __all__ = [
+    "DEFAULT_BASE_URL",
     "DEFAULT_EDIT_MODEL",
     "DEFAULT_MODEL",
+    "DEFAULT_TIMEOUT",
     "ENVIRONMENT",
     "MODELS",
     "AsyncFluxClient",

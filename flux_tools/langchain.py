@@ -25,12 +25,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from langchain_core.callbacks import (
-    AsyncCallbackManagerForToolRun,
-    CallbackManagerForToolRun,
-)
-from langchain_core.messages.content import create_image_block, create_text_block
-from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+try:
+    from langchain_core.callbacks import (
+        AsyncCallbackManagerForToolRun,
+        CallbackManagerForToolRun,
+    )
+    from langchain_core.messages.content import create_image_block, create_text_block
+    from langchain_core.tools import BaseTool, BaseToolkit, ToolException
+except ImportError as exc:  # installed without the extra: say which one, in one line
+    raise ModuleNotFoundError(
+        f"flux_tools.langchain needs the langchain extra ({exc}): "
+        "pip install 'flux-tools[langchain]'",
+        name=exc.name,
+    ) from None
 from pydantic import (
     BaseModel,
     ConfigDict,

@@ -19,7 +19,8 @@ HOW_TO_CHANGE = (
     "The models are chosen in this server's configuration, not per call: set FLUX_MODEL "
     "(generate_image) or FLUX_EDIT_MODEL (edit_image) in the env block of this server in your "
     'MCP client (e.g. "env": {"FLUX_MODEL": "flux-schnell"} in claude_desktop_config.json, or '
-    "`claude mcp add flux -e FLUX_MODEL=flux-schnell -- flux-mcp`), then restart the server. "
+    "`claude mcp add flux -e FLUX_MODEL=flux-schnell -- uvx --from 'flux-tools[mcp]' "
+    "flux-tools-mcp`), then restart the server. "
     "Each tool's parameters follow its model. FLUX_EDIT_MODEL must be a model that edits images."
 )
 

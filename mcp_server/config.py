@@ -153,12 +153,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", help="absolute folder for images (env FLUX_OUTPUT_DIR)")
     parser.add_argument(
         "--image-dir",
-        action="append",
+        action="extend",
+        nargs="*",  # several after one flag, as a desktop bundle expands its list of folders
         dest="image_dirs",
         metavar="DIR",
         help=f"absolute folder local input images may be read from, beside the output folder "
-        f"and the client's roots (repeatable; env {IMAGE_DIRS_ENV}, separated by "
-        f"{os.pathsep!r})",
+        f"and the client's roots (repeatable, or several after one flag; env {IMAGE_DIRS_ENV}, "
+        f"separated by {os.pathsep!r})",
     )
     parser.add_argument(
         "--max-image-bytes",
@@ -241,10 +242,16 @@ def _content(text: str, source: str) -> str:
     return "+".join(part for part in CONTENT_PARTS if part in parts)
 
 
+def _path(text: str) -> Path:
+    """A configured folder: ``~`` and ``${HOME}`` (what a desktop bundle's defaults say, see
+    bundle/manifest.json) are the user's home."""
+    return Path(text.replace("${HOME}", str(Path.home()))).expanduser()
+
+
 def _output_dir(text: str | None, source: str) -> Path:
     if not text:
         return default_output_dir()
-    path = Path(text).expanduser()
+    path = _path(text)
     if not path.is_absolute():
         raise ConfigError(
             f"{source}={text!r} is a relative path. MCP clients start servers from arbitrary "
@@ -269,11 +276,11 @@ def _model(name: str, value: str, *, edit: bool) -> ModelSpec:
 
 
 def _image_dirs(flags: Sequence[str] | None, env: Mapping[str, str]) -> tuple[Path, ...]:
-    source = "--image-dir" if flags else IMAGE_DIRS_ENV
-    if flags:
-        folders = tuple(Path(text.strip()).expanduser() for text in flags if text.strip())
+    source = "--image-dir" if flags and any(text.strip() for text in flags) else IMAGE_DIRS_ENV
+    if source == "--image-dir":
+        folders = tuple(_path(text.strip()) for text in flags or () if text.strip())
     else:
-        folders = image_dirs_from(env.get(IMAGE_DIRS_ENV, ""))
+        folders = tuple(_path(str(path)) for path in image_dirs_from(env.get(IMAGE_DIRS_ENV, "")))
     for path in folders:
         if not path.is_absolute():
             raise ConfigError(

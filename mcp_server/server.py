@@ -70,7 +70,8 @@ NO_TOKEN = (
     + " (or ".join(TOKEN_ENV_VARS)
     + ") in the env block of this server's configuration in your MCP client (e.g. "
     '"env": {"FLUX_API_TOKEN": "r8_..."} in claude_desktop_config.json, or '
-    "`claude mcp add flux -e FLUX_API_TOKEN=r8_... -- flux-mcp` for Claude Code), then "
+    "`claude mcp add flux -e FLUX_API_TOKEN=r8_... -- uvx --from 'flux-tools[mcp]' "
+    "flux-tools-mcp` for Claude Code), then "
     "restart the server. Get a token at https://replicate.com/account/api-tokens."
 )
 #: Longest text of an error result: a refused megabyte value is never echoed whole.

@@ -36,6 +36,7 @@ from flux_tools.kit import (
     known_model,
     safe_text,
 )
+from mcp_server import main as serve_mcp
 
 from .batch import add_batch_parser
 
@@ -380,6 +381,9 @@ def build_parser(command: str, model: str) -> tuple[argparse.ArgumentParser, lis
     resume.set_defaults(handler=_resume)
 
     commands.add_parser("emulator", help="run the offline emulator of the API", add_help=False)
+    commands.add_parser(
+        "mcp", help="run the MCP server (the same as flux-tools-mcp)", add_help=False
+    )
     demo = commands.add_parser("demo", help="the offline end-to-end demo (no key, no network)")
     demo.add_argument("--out", default="flux-images", metavar="DIR")
     for sub in (gen, edit):
@@ -394,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flux_tools.emulator.__main__ import main as emulator_main  # needs the emulator extra
 
         return emulator_main(argv[1:], prog="flux-tools emulator")
+    if argv[:1] == ["mcp"]:  # the MCP server with its own parser; registry clients run this
+        serve_mcp(argv[1:])
+        return 0
     if argv[:1] == ["demo"]:
         from flux_tools.demo import main as demo_main  # needs the mcp and langchain extras
 

@@ -62,6 +62,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m flux_tools.emulator") -> int:
     """Run the emulator command; ``prog`` names it in help (``flux-tools emulator`` reuses this)."""
     args = _parser(prog).parse_args(argv)
+    try:
+        import PIL  # noqa: F401  (every image it serves is drawn with Pillow)
+    except ImportError:
+        print(f"{prog}: Pillow is missing: pip install 'flux-tools[emulator]'", file=sys.stderr)
+        return 2
     if args.verbose:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(message)s")
     emulator = Emulator(

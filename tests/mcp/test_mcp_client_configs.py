@@ -50,9 +50,10 @@ def filled_in(env: dict[str, str], emulator: Emulator, tmp_path: Path) -> dict[s
 )
 async def test_stdio_config_generates_an_image(name: str, tmp_path: Path) -> None:
     entry = server_entry(name)
-    # `flux-mcp` (or its absolute path in a venv): the console script this install provides.
+    # `flux-mcp` or `flux-tools-mcp` (or its absolute path in a venv): a console script of this
+    # install (never `uvx flux-mcp`, a stranger's PyPI project: tests/packaging/test_names.py).
     command = Path(sys.executable).parent / Path(entry["command"]).name
-    assert command.name == "flux-mcp" and command.exists()
+    assert command.name in ("flux-mcp", "flux-tools-mcp") and command.exists()
     with Emulator(latency=0.2, token="r8_filled-in-token") as emulator:
         params = StdioServerParameters(
             command=str(command),

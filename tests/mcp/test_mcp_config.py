@@ -228,3 +228,21 @@ def test_the_core_settings_are_the_clients_and_flags_replace_image_folders(tmp_p
     assert config.image_dirs == (tmp_path / "env",)
     flagged = load_config(["--image-dir", str(tmp_path / "flag")], env)
     assert flagged.image_dirs == (tmp_path / "flag",)  # flags narrow, not add to, the env's
+
+
+def test_folders_as_a_desktop_bundle_passes_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bundle/manifest.json: the image folders expand into several arguments after one
+    ``--image-dir`` (none when none is chosen), and the output folder's default is
+    ``${HOME}/Pictures/flux-tools``, which the MCPB library passes on unexpanded."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = {"FLUX_OUTPUT_DIR": "${HOME}/Pictures/flux-tools", "FLUX_IMAGE_DIRS": "/from/env"}
+    folders = [str(tmp_path / "photos"), str(tmp_path / "my pictures")]
+    config = load_config(["--image-dir", *folders], env)
+    assert config.image_dirs == tuple(map(Path, folders))
+    assert config.output_dir == tmp_path / "Pictures" / "flux-tools"
+    assert load_config(["--image-dir"], env).image_dirs == (Path("/from/env"),)
+    assert load_config(["--image-dir", ""], {}).image_dirs == ()
+    with pytest.raises(ConfigError, match="relative path"):
+        load_config(["--image-dir", "${user_config.image_dirs}"], {})
