@@ -42,9 +42,10 @@ from ._base.media import MEDIA_TYPES, safe_stem
 from ._base.text import safe_text
 from ._base.urls import is_loopback
 from ._domain.images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_URI_PREFIXES
-from ._domain.prediction import Prediction, Timings, abbreviate
+from ._domain.prediction import GenerationResult, Prediction, Timings, abbreviate
 from ._domain.registry import edit_arguments, edit_spec, known_model, model_spec
 from ._drivers.batch import DEFAULT_CONCURRENCY, load_rows
+from ._drivers.client import AsyncFluxClient, FluxClient
 from ._drivers.journal import (
     JOURNAL_DIR,
     RETENTION_SECONDS,
@@ -246,6 +247,41 @@ def advice(error: FluxError, *, tool: str) -> str:
     return ""
 
 
+#: Longest text of a save that failed (an OS error's file name may be kilobytes of base64).
+MAX_SAVE_ERROR_CHARS = 600
+
+
+def _save_error(exc: Exception) -> str:
+    if isinstance(exc, FluxError):
+        return safe_text(exc.message, MAX_SAVE_ERROR_CHARS, newlines=True)
+    if isinstance(exc, OSError):
+        reason = exc.strerror or type(exc).__name__
+        return safe_text(f"{reason}: {exc.filename}" if exc.filename else reason, 300)
+    return safe_text(f"{type(exc).__name__}: {exc}", MAX_SAVE_ERROR_CHARS)
+
+
+def save_or_explain(client: FluxClient, result: GenerationResult, directory: Path) -> str | None:
+    """Save ``result``'s images into ``directory`` (their paths go to ``result.files``): None
+    once saved, else why not and where the image still is. The image is paid for: a failed save
+    is reported, never raised, so a front end still hands back the URLs."""
+    try:
+        client.save(result, directory)
+    except Exception as exc:
+        return _save_error(exc)
+    return None
+
+
+async def asave_or_explain(
+    client: AsyncFluxClient, result: GenerationResult, directory: Path
+) -> str | None:
+    """Async twin of :func:`save_or_explain`."""
+    try:
+        await client.save(result, directory)
+    except Exception as exc:
+        return _save_error(exc)
+    return None
+
+
 def error_text(error: FluxError, *, tool: str, secrets: Iterable[str | None] = ()) -> str:
     """The whole error for a model or a person: what happened (outside text made safe), the
     prediction and where its image is when one exists, and what to do."""
@@ -284,6 +320,7 @@ __all__ = [
     "Spending",
     "abbreviate",
     "advice",
+    "asave_or_explain",
     "display_name",
     "edit_arguments",
     "edit_spec",
@@ -302,6 +339,7 @@ __all__ = [
     "running_text",
     "safe_stem",
     "safe_text",
+    "save_or_explain",
     "where_the_image_is",
     "write_text_atomic",
 ]

@@ -65,7 +65,7 @@ from flux_tools.kit import (
     TOKEN_ENV_VARS,
     Progress,
     Spending,
-    abbreviate,
+    asave_or_explain,
     edit_arguments,
     edit_spec,
     error_text,
@@ -73,6 +73,7 @@ from flux_tools.kit import (
     redact,
     result_text,
     safe_text,
+    save_or_explain,
 )
 
 __all__ = [
@@ -125,7 +126,8 @@ def validation_error_text(error: Exception) -> str:
     model reads the same guidance as a Python caller, instead of "Tool input validation error".
     """
     if not isinstance(error, ValidationError):  # a pydantic.v1 error from a custom schema
-        return f"Invalid arguments; nothing was sent: {error}. Fix them and call the tool again."
+        summary = FluxInputError.one("input", safe_text(error, _MAX_ERROR_TEXT)).message
+        return f"{summary}\nFix these arguments and call the tool again."
     input_model = _INPUT_MODELS.get(error.title)
     schema = input_model.model_json_schema() if input_model else {}
     summary = FluxInputError.from_validation_error(error, schema).message
@@ -284,11 +286,8 @@ class _FluxTool(BaseTool):
             except (FluxError, OSError) as exc:
                 raise self._tool_exception(exc) from exc
             save_error = None
-            if self.output_dir is not None:
-                try:
-                    client.save(result, self.output_dir)
-                except Exception as exc:  # the image is paid for: never lose it to a save error
-                    save_error = _save_error_text(exc)
+            if self.output_dir is not None:  # the image is paid for: never lose it to a save
+                save_error = save_or_explain(client, result, self.output_dir)
         return self._output(result, save_error)
 
     async def _arun(
@@ -312,11 +311,8 @@ class _FluxTool(BaseTool):
             except (FluxError, OSError) as exc:
                 raise self._tool_exception(exc) from exc
             save_error = None
-            if self.output_dir is not None:
-                try:
-                    await client.save(result, self.output_dir)
-                except Exception as exc:  # the image is paid for: never lose it to a save error
-                    save_error = _save_error_text(exc)
+            if self.output_dir is not None:  # the image is paid for: never lose it to a save
+                save_error = await asave_or_explain(client, result, self.output_dir)
         return self._output(result, save_error)
 
     def _prepare(self, args: tuple[str, ...], fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -422,9 +418,6 @@ class _FluxTool(BaseTool):
     def _result_text(self, result: GenerationResult, save_error: str | None) -> str:
         extra = [f"Saving the image failed: {save_error}"] if save_error else []
         text = result_text(result, verb=self._verb, reproduce_with=self.name, extra=extra)
-        for url in result.urls:  # transitional, until the kit names inline images this way
-            if url.startswith("data:"):
-                text = text.replace(abbreviate(url), _inline_name(url))
         return self._redact(text)
 
     def _tool_exception(self, exc: FluxError | OSError) -> ToolException:
@@ -608,19 +601,6 @@ def _os_error_text(exc: OSError) -> str:
     if exc.filename is not None:
         return f"{reason}: {safe_text(str(exc.filename), 120)}"
     return safe_text(str(exc) or reason, _MAX_ERROR_TEXT)
-
-
-def _save_error_text(exc: Exception) -> str:
-    if isinstance(exc, OSError):
-        return _os_error_text(exc)
-    text = str(exc) if isinstance(exc, FluxError) else f"{type(exc).__name__}: {exc}"
-    return safe_text(text, _MAX_ERROR_TEXT)
-
-
-def _inline_name(url: str) -> str:
-    """An inline output named without its payload, nor a ``data:`` a model might pass on."""
-    media_type = safe_text(url[5:].split(";", 1)[0].split(",", 1)[0], 40) or "image"
-    return f"{media_type} data, about {len(url) * 3 // 4 // 1024} KB, not shown"
 
 
 def _image_content(url: str) -> dict[str, Any] | None:

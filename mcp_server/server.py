@@ -336,13 +336,13 @@ class FluxTools:
             )
         except (DownloadError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            urls = [u for u in result.urls if u.startswith("http")]
-            where = ", ".join(safe_text(u, 2000) for u in urls) or "inline data, not saved"
+            urls = [safe_text(u, 2000) for u in result.urls]
+            unsaved = DownloadError.not_saved(
+                pid, self.config.output_dir, safe_text(reason, 600, newlines=True), urls
+            )
             raise _sdk.ToolError(
-                f"Prediction {pid} succeeded, but the image could not be saved to "
-                f"{self.config.output_dir}: {safe_text(reason, 600, newlines=True)}. Its URL "
-                f"(valid for about an hour): {where}. Check FLUX_OUTPUT_DIR in the server's env "
-                "block, then call get_prediction to save it again."
+                f"{unsaved.message} Check FLUX_OUTPUT_DIR in the server's env block, then call "
+                "get_prediction to save it again."
             ) from None
         self.journal.remove(result.prediction_id)
         logger.info("prediction %s saved to %s", pid, ", ".join(map(str, files)))
@@ -520,10 +520,11 @@ def _input_problem(exc: BaseException, payload: FluxInput, tool: str) -> str:
         problem = f"the file cannot be read ({exc.strerror or type(exc).__name__})"
     else:
         problem = f"the path cannot be used ({safe_text(exc, 100)})"
+    refused = FluxInputError.one(fields or "image", problem)
     return (
-        f"Invalid input; nothing was sent:\n- {fields or 'image'}: {problem}\n"
-        f"Fix the arguments named above and call {tool} again: pass an https URL, a data: URI, "
-        "an earlier prediction id, or the absolute path of an image in an allowed folder."
+        f"{refused.message}\nFix the arguments named above and call {tool} again: pass an https "
+        "URL, a data: URI, an earlier prediction id, or the absolute path of an image in an "
+        "allowed folder."
     )
 
 

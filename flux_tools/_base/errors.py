@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 TOKEN_ENV_VARS = ("FLUX_API_TOKEN", "REPLICATE_API_TOKEN")
 REDACTED = "[redacted]"
+#: The first words of every refused input: said before anything is sent, so nothing is paid.
+INPUT_REFUSED = "Invalid input; nothing was sent"
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -77,6 +79,37 @@ class FluxInputError(FluxError, ValueError):
         return [str(e["field"]) for e in self.errors]
 
     @classmethod
+    def refused(
+        cls,
+        problems: Sequence[dict[str, Any]],
+        *,
+        model: str | None = None,
+        heading: str = INPUT_REFUSED,
+    ) -> FluxInputError:
+        """The one way an input is refused: ``heading`` (with the model), then one line per
+        problem: ``- field: problem (allowed: ...)``. Each problem is a dict with ``field``,
+        ``problem`` and optionally ``allowed`` and ``code`` (kept in :attr:`errors`)."""
+        errors = [{"allowed": None, **p} for p in problems]
+        where = f" for {model}" if model else ""
+        head, _, tail = heading.partition(";")
+        lines = [
+            f"- {e['field']}: {e['problem']}"
+            + (f" (allowed: {e['allowed']})" if e["allowed"] else "")
+            for e in errors
+        ]
+        return cls(f"{head}{where};{tail}:\n" + "\n".join(lines), errors)
+
+    @classmethod
+    def one(
+        cls, field: str, problem: str, allowed: str | None = None, *, code: str | None = None
+    ) -> FluxInputError:
+        """One refused field (see :meth:`refused`)."""
+        entry: dict[str, Any] = {"field": field, "problem": problem, "allowed": allowed}
+        if code is not None:
+            entry["code"] = code
+        return cls.refused([entry])
+
+    @classmethod
     def from_validation_error(
         cls, exc: ValidationError, schema: dict[str, Any], *, model: str | None = None
     ) -> FluxInputError:
@@ -96,13 +129,7 @@ class FluxInputError(FluxError, ValueError):
                 problem = _plain_problem(err["msg"])
                 allowed = _allowed(props.get(str(err["loc"][0]) if err["loc"] else "", {}))
             errors.append({"field": field, "problem": problem, "allowed": allowed})
-        where = f" for {model}" if model else ""
-        lines = [
-            f"- {e['field']}: {e['problem']}"
-            + (f" (allowed: {e['allowed']})" if e["allowed"] else "")
-            for e in errors
-        ]
-        return cls(f"Invalid input{where}; nothing was sent:\n" + "\n".join(lines), errors)
+        return cls.refused(errors, model=model)
 
 
 def _plain_problem(msg: str) -> str:
@@ -199,6 +226,21 @@ class DownloadError(FluxError):
     urls: tuple[str, ...] = ()
     #: Files saved before the failure (of a several-image result).
     files: tuple[Path, ...] | list[Path] = ()
+
+    @classmethod
+    def not_saved(
+        cls, prediction_id: str, directory: Path | str, reason: str, urls: Sequence[str]
+    ) -> DownloadError:
+        """The one text of a paid image that could not be saved: where it still is."""
+        where = ", ".join(u for u in urls if not u.startswith("data:")) or "inline data"
+        error = cls(
+            f"Prediction {prediction_id} succeeded, but its image could not be saved to "
+            f"{directory}: {reason}. The image is still at {where} (for about an hour): save it "
+            "again to a folder that can be written.",
+            prediction_id=prediction_id,
+        )
+        error.urls = tuple(urls)
+        return error
 
 
 class PreviewError(FluxError):

@@ -546,11 +546,7 @@ def edit_input(spec: ModelSpec, image: EditImages) -> dict[str, Any]:
     given: list[Any] = [image] if isinstance(image, str | os.PathLike) else list(image)
     sources = [os.fspath(i) if isinstance(i, os.PathLike) else i for i in given]
     if not sources:
-        raise FluxInputError(
-            f"Invalid input; nothing was sent:\n- {edit.name}: no image was given "
-            "(an edit needs at least one)",
-            [{"field": edit.name, "problem": "no image was given", "allowed": None}],
-        )
+        raise FluxInputError.one(edit.name, "no image was given (an edit needs at least one)")
     if edit.multiple:
         return {edit.name: sources}
     if len(sources) > 1:
@@ -560,9 +556,5 @@ def edit_input(spec: ModelSpec, image: EditImages) -> dict[str, Any]:
             if s.max_edit_images > 1
         )
         problem = f"{spec.short_name} edits one image; {len(sources)} were given"
-        raise FluxInputError(
-            f"Invalid input; nothing was sent:\n- {edit.name}: {problem} (models that take "
-            f"several: {several})",
-            [{"field": edit.name, "problem": problem, "allowed": f"models: {several}"}],
-        )
+        raise FluxInputError.one(edit.name, problem, f"models that take several: {several}")
     return {edit.name: sources[0]}

@@ -219,15 +219,8 @@ class _ClientConfig:
 
     @staticmethod
     def _save_failed(result: GenerationResult, directory: Path, exc: OSError) -> DownloadError:
-        where = ", ".join(u for u in result.urls if not u.startswith("data:")) or "inline data"
-        error = DownloadError(
-            f"Prediction {result.prediction_id} succeeded, but its image could not be saved to "
-            f"{directory}: {exc.strerror or exc}. The image is still at {where} (for about an "
-            "hour): save it again to a folder that can be written.",
-            prediction_id=result.prediction_id,
-        )
-        error.urls = tuple(result.urls)
-        return error
+        reason = exc.strerror or str(exc)
+        return DownloadError.not_saved(result.prediction_id, directory, reason, result.urls)
 
 
 class FluxClient(_ClientConfig):

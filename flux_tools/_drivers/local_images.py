@@ -36,11 +36,7 @@ ImageRefusal = Literal[
 def _error(
     field: str, problem: str, allowed: str | None = None, *, code: ImageRefusal
 ) -> FluxInputError:
-    detail = f" (allowed: {allowed})" if allowed else ""
-    return FluxInputError(
-        f"Invalid input; nothing was sent:\n- {field}: {problem}{detail}",
-        [{"field": field, "problem": problem, "allowed": allowed, "code": code}],
-    )
+    return FluxInputError.one(field, problem, allowed, code=code)
 
 
 class LocalImages:

@@ -164,18 +164,18 @@ class Payloads:
         except FluxAPIError as exc:
             if exc.status != 404:
                 raise
-            raise FluxInputError(
-                f"Invalid input; nothing was sent:\n- {field}: {prediction_id} is neither a file "
-                "in the allowed folders nor a known prediction id",
-                [{"field": field, "problem": "unknown prediction id or file", "allowed": None}],
+            raise FluxInputError.one(
+                field,
+                f"{prediction_id} is neither a file in the allowed folders nor a known "
+                "prediction id",
             ) from None
         urls = earlier.output_urls
         if earlier.status != "succeeded" or not urls:
             why = "its outputs were deleted" if earlier.data_removed else f"it is {earlier.status}"
-            raise FluxInputError(
-                f"Invalid input; nothing was sent:\n- {field}: prediction {prediction_id} has no "
-                f"image to use ({why}); pass the saved file or a URL instead",
-                [{"field": field, "problem": "prediction has no output", "allowed": None}],
+            raise FluxInputError.one(
+                field,
+                f"prediction {prediction_id} has no image to use ({why}); pass the saved file "
+                "or a URL instead",
             )
         try:  # the API's answer is not trusted: it must be an image source the API takes
             return check_image_uri(urls[0])
@@ -224,7 +224,4 @@ class Payloads:
 
 
 def _input_problem(field: str, problem: str) -> FluxInputError:
-    return FluxInputError(
-        f"Invalid input; nothing was sent:\n- {field}: {problem}",
-        [{"field": field, "problem": problem, "allowed": None}],
-    )
+    return FluxInputError.one(field, problem)
