@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import secrets
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx2
 
+from .._base.urls import is_loopback
 from ._state import Problem
 
 EVENTS = ("start", "output", "logs", "completed")
@@ -54,15 +54,6 @@ def _invalid(field: str, description: str) -> Problem:
     return Problem(422, detail, "Input validation failed", invalid_fields=fields)
 
 
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def parse_hook(payload: Any) -> Hook | None:
     """The create's webhook, None without one; a 422 for a bad URL or filter."""
     if not isinstance(payload, dict) or payload.get("webhook") in (None, ""):
@@ -74,7 +65,7 @@ def parse_hook(payload: Any) -> Hook | None:
         raise _invalid("webhook", "Does not match format 'uri'") from None
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise _invalid("webhook", "Does not match format 'uri'")
-    if not _loopback(parsed.host):
+    if not is_loopback(parsed.host):
         raise _invalid(
             "webhook",
             "The emulator delivers webhooks only to loopback addresses (127.0.0.1, ::1, localhost)",
