@@ -17,6 +17,35 @@ from .hostile import HostileGateway
 
 FAST = {"latency": 0.3, "queue_time": 0.05}
 
+#: Tests that take seconds by design, whatever the machine (a browser, a process killed and
+#: restarted, a burst against the account's rate limits, a Retry-After waited out, node clients):
+#: marked ``slow``, so the inner loop (``pytest -m "not slow"``) skips them. Listed here, in one
+#: place, from ``pytest --durations``; a test id prefix marks every test it starts.
+SLOW = (
+    "tests/cli/test_batch_cli.py::test_ctrl_c_cancels_what_runs_and_the_rerun_finishes",
+    "tests/cli/test_batch_cli.py::test_killed_halfway_then_rerun_pays_each_row_once",
+    "tests/cli/test_cli_recovery.py::test_a_generate_killed_mid_generation_is_saved_by_resume",
+    "tests/cli/test_examples.py::test_demo",
+    "tests/client/test_client.py::test_gateway_mode_polls_less_than_a_fixed_half_second",
+    "tests/client/test_hostile_gateway.py::test_throttled_polls_do_not_abandon_the_prediction",
+    "tests/client/test_rate_limits.py::test_a_burst_stays_within_the_enforced_limits",
+    "tests/mcp/test_app_viewer.py::test_a_generation_outlasting_the_wait",
+    "tests/mcp/test_app_viewer.py::test_a_prediction_opened_by_id",
+    "tests/mcp/test_app_viewer.py::test_the_viewer_in_a_real_browser",
+    "tests/mcp/test_app_viewer.py::test_without_previews_the_viewer_reads",
+    "tests/mcp/test_mcp_config.py::test_the_offline_example_runs",
+    "tests/mcp/test_mcp_hostile.py::test_a_create_throttled_for_long",
+    "tests/mcp/test_mcp_recovery.py::test_a_server_killed_mid_generation",
+    "tests/mcp/test_real_clients_js.py::",
+    "tests/packaging/",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.startswith(SLOW):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -228,6 +228,11 @@ class Emulator:
         """The webhooks sent so far, in order (only to loopback addresses)."""
         return self._server.deliveries.snapshot()
 
+    def wait_for_webhooks(self, count: int, timeout: float = 10.0) -> list[Delivery]:
+        """The webhooks sent so far, once at least ``count`` were (their answers recorded);
+        raises :class:`TimeoutError` after ``timeout`` seconds."""
+        return self._server.deliveries.wait_for(count, timeout)
+
     @property
     def latency(self) -> float:
         """The mean run time in seconds (each prediction's is drawn within ± latency_jitter)."""

@@ -105,15 +105,24 @@ class Deliveries:
     """What was sent, in order. Thread-safe."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._sent: list[Delivery] = []
 
     def add(self, delivery: Delivery) -> None:
         with self._lock:
             self._sent.append(delivery)
+            self._lock.notify_all()
 
     def snapshot(self) -> list[Delivery]:
         with self._lock:
+            return list(self._sent)
+
+    def wait_for(self, count: int, timeout: float) -> list[Delivery]:
+        """Once at least ``count`` are recorded (a delivery is recorded after its receiver
+        answered, so a receiver can see a webhook before this does): all of them so far."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: len(self._sent) >= count, timeout):
+                raise TimeoutError(f"{len(self._sent)} of {count} webhooks after {timeout} s")
             return list(self._sent)
 
     def clear(self) -> None:

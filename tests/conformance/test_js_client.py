@@ -110,7 +110,7 @@ def test_webhook_is_signed_as_validate_webhook_expects(
     emulator = make_emulator(https=True)
     result = run_js("webhook", emulator)
     assert result == {"valid": True, "tampered": False, "status": "succeeded"}
-    assert [d.event for d in emulator.webhooks] == ["completed"]
+    assert [d.event for d in emulator.wait_for_webhooks(1)] == ["completed"]
 
 
 def test_stream(run_js: RunJS, https_emulator: Emulator) -> None:
