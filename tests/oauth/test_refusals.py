@@ -114,6 +114,13 @@ async def _tokens(issuer: AuthServer, other: AuthServer, resource: str) -> dict[
         "valid, bob": await obtain_token(issuer.issuer, resource, user="bob"),
         "valid, RS256": craft(rsa, claims_for(mine, resource)),
         "valid, typ JWT": craft(ec, claims_for(mine, resource), typ="JWT"),
+        "valid, scp list": craft(
+            ec,
+            {
+                **{k: v for k, v in claims_for(mine, resource).items() if k != "scope"},
+                "scp": [SCOPE],
+            },
+        ),
         "valid, aud a list": craft(ec, claims_for(mine, resource, aud=[OTHER_RESOURCE, resource])),
         "expired 30 s ago (skew)": craft(ec, claims_for(mine, resource, exp=now - 30)),
         "issued 30 s ahead (skew)": craft(ec, claims_for(mine, resource, iat=now + 30)),
@@ -146,6 +153,7 @@ ACCEPTED = [
     "valid, bob",
     "valid, RS256",
     "valid, typ JWT",
+    "valid, scp list",
     "valid, aud a list",
     "expired 30 s ago (skew)",
     "issued 30 s ahead (skew)",
