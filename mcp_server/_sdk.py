@@ -24,6 +24,8 @@ import mcp.types as types
 from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from .identity import IDENTITY_KEY, Identity
+
 logger = logging.getLogger("mcp_server")
 SDK_LINE = 2 if importlib.util.find_spec("mcp.server.mcpserver") is not None else 1
 _PACKAGE = "mcp.server.mcpserver" if SDK_LINE == 2 else "mcp.server.fastmcp"
@@ -79,6 +81,9 @@ class CallContext:
     roots: Callable[[], Awaitable[list[str]]]
     #: The calling client, as it introduced itself.
     client: ClientInfo = field(default_factory=ClientInfo)
+    #: Who is calling, as the HTTP request's bearer token proved it (None: no token checked,
+    #: e.g. stdio). See :mod:`mcp_server.identity`.
+    identity: Identity | None = None
 
 
 ToolHandler = Callable[[CallContext, dict[str, Any]], Awaitable[types.CallToolResult]]
@@ -222,15 +227,26 @@ def _roots_resolver(spec: ToolSpec) -> Any:
 CLIENT_GONE_KEY = "flux_mcp.client_gone"
 
 
-def _client_gone(ctx: Any) -> anyio.Event | None:
-    """The event of this call's HTTP connection going away, over HTTP (None on stdio)."""
+def _request_scope(ctx: Any) -> dict[str, Any]:
+    """The ASGI scope of the HTTP request carrying this call (empty on stdio)."""
     try:
         request = ctx.request_context.request
     except Exception:
-        return None
+        return {}
     scope = getattr(request, "scope", None)
-    event = scope.get(CLIENT_GONE_KEY) if isinstance(scope, dict) else None
+    return scope if isinstance(scope, dict) else {}
+
+
+def _client_gone(ctx: Any) -> anyio.Event | None:
+    """The event of this call's HTTP connection going away, over HTTP (None on stdio)."""
+    event = _request_scope(ctx).get(CLIENT_GONE_KEY)
     return event if isinstance(event, anyio.Event) else None
+
+
+def _identity(ctx: Any) -> Identity | None:
+    """The caller the HTTP front verified for the request carrying this call (None: none)."""
+    identity = _request_scope(ctx).get(IDENTITY_KEY)
+    return identity if isinstance(identity, Identity) else None
 
 
 class ClientGone(Exception):
@@ -288,6 +304,7 @@ def _client_info(ctx: Any) -> ClientInfo:
 
 
 _calling: contextvars.ContextVar[ClientInfo] = contextvars.ContextVar("calling")
+_caller: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("caller")
 
 
 def calling_client() -> ClientInfo:
@@ -295,17 +312,28 @@ def calling_client() -> ClientInfo:
     return _calling.get(ClientInfo())
 
 
+def calling_identity() -> Identity | None:
+    """Who made the tool call being handled, as its HTTP request's token proved it (None
+    outside a call, and when no token is checked)."""
+    return _caller.get(None)
+
+
 def _tool(spec: ToolSpec, *, output_schema: bool, meta: dict[str, Any] | None) -> Any:
     async def call(ctx: Any, arguments: dict[str, Any], roots: Any = None) -> types.CallToolResult:
         client = _client_info(ctx)
+        identity = _identity(ctx)
         token = _calling.set(client)
-        context = CallContext(_reporter(ctx), _roots(ctx, roots), client)
+        caller = _caller.set(identity)
+        context = CallContext(_reporter(ctx), _roots(ctx, roots), client, identity)
+        if identity is not None:
+            logger.debug("%s called by %s", spec.name, identity)
         gone = _client_gone(ctx)
         try:
             if gone is None:
                 return await spec.handler(context, arguments)
             return await _unless_gone(lambda: spec.handler(context, arguments), gone)
         finally:
+            _caller.reset(caller)
             _calling.reset(token)
 
     # What the SDK inspects: a context parameter and a result validated against output_model;
@@ -707,6 +735,7 @@ __all__ = [
     "ToolError",
     "ToolSpec",
     "calling_client",
+    "calling_identity",
     "image_content",
     "lean_schema",
     "resource_link",

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from flux_tools import (
     DEFAULT_EDIT_MODEL,
@@ -49,6 +51,12 @@ OFF_WORDS = ("0", "off", "false", "no", "none")
 CONTENT_PARTS = ("text", "links", "preview")
 #: FLUX_MCP_CONTENT's default: by client (see results.content_for), else everything.
 CONTENT_AUTO = "auto"
+#: FLUX_MCP_OAUTH_SCOPES' default: the scope every access token must grant (and the one clients
+#: are told to ask for). Generating images spends money: a token the authorization server issued
+#: for this server but without the person's consent to that scope is refused.
+DEFAULT_OAUTH_SCOPES = ("flux:generate",)
+#: A scope token (RFC 6749 §3.3): printable ASCII without space, '"' and '\\'.
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 
 def default_output_dir(home: Path | None = None) -> Path:
@@ -76,6 +84,12 @@ class Config:
     stateless: bool = False
     auth_token: str | None = field(default=None, repr=False)
     allowed_hosts: tuple[str, ...] = ()
+    #: FLUX_MCP_OAUTH_ISSUER: the authorization server whose access tokens are accepted.
+    oauth_issuer: str | None = None
+    #: FLUX_MCP_PUBLIC_URL: the MCP endpoint's URL as clients reach it; tokens' audience.
+    public_url: str | None = None
+    #: FLUX_MCP_OAUTH_SCOPES: the scopes every access token must grant.
+    oauth_scopes: tuple[str, ...] = DEFAULT_OAUTH_SCOPES
     log_level: str = "INFO"
     #: FLUX_MCP_CONTENT: "auto", or the parts of CONTENT_PARTS a result carries ("text+links").
     content: str = CONTENT_AUTO
@@ -112,6 +126,11 @@ class Config:
     def max_image_bytes(self) -> int:
         return self.settings.max_image_bytes
 
+    @property
+    def oauth(self) -> bool:
+        """Whether HTTP requests may bring OAuth access tokens (issuer and public URL set)."""
+        return self.oauth_issuer is not None and self.public_url is not None
+
 
 #: The server's own variables (declared, with the client's, in the one table the package reads
 #: the environment by): the README's configuration table and ``flux-mcp --help`` are checked
@@ -143,6 +162,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="HOST[:PORT]",
         help="Host header accepted when serving on another interface (DNS-rebinding "
         "protection; repeatable; 'name:*' allows any port)",
+    )
+    parser.add_argument(
+        "--oauth-issuer",
+        metavar="URL",
+        help="accept OAuth access tokens from this authorization server (its issuer URL; env "
+        "FLUX_MCP_OAUTH_ISSUER); needs --public-url",
+    )
+    parser.add_argument(
+        "--public-url",
+        metavar="URL",
+        help="the MCP endpoint's URL as clients reach it, e.g. https://images.example.com/mcp "
+        "(env FLUX_MCP_PUBLIC_URL): the resource access tokens must be issued for",
+    )
+    parser.add_argument(
+        "--oauth-scopes",
+        metavar="SCOPES",
+        help=f"space-separated scopes every access token must grant (env FLUX_MCP_OAUTH_SCOPES; "
+        f"default {' '.join(DEFAULT_OAUTH_SCOPES)}; 'none': no scope required)",
     )
     parser.add_argument("--base-url", help="API base URL (env FLUX_BASE_URL)")
     parser.add_argument("--model", help=f"model to run (env FLUX_MODEL; default {DEFAULT_MODEL})")
@@ -305,6 +342,72 @@ def _max_image_bytes(flag: int | None, env: Mapping[str, str]) -> int:
     return value
 
 
+def _oauth_url(name: str, text: str, example: str) -> str:
+    """An absolute https URL (http only on a loopback host), without query or fragment; its
+    scheme and host lowercased, as RFC 8707 canonical URIs are."""
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a URL, e.g. {example}.") from None
+    host = (parts.hostname or "").lower()
+    if parts.scheme.lower() not in ("http", "https") or not host:
+        raise ConfigError(f"{name}={text!r} is not an absolute http(s) URL, e.g. {example}.")
+    if parts.query or parts.fragment or "#" in text or parts.username or parts.password:
+        raise ConfigError(
+            f"{name}={text!r} must not carry a query, a fragment or credentials, e.g. {example}."
+        )
+    if parts.scheme.lower() == "http" and not is_loopback(host):
+        raise ConfigError(
+            f"{name}={text!r} uses http: tokens and sign-ins must travel over https (http is "
+            f"accepted only on loopback, for local tests), e.g. {example}."
+        )
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path}"
+
+
+def _oauth_scopes(text: str | None, source: str) -> tuple[str, ...]:
+    if text is None or not text.strip():
+        return DEFAULT_OAUTH_SCOPES
+    if text.strip().lower() in OFF_WORDS:
+        return ()
+    scopes = tuple(dict.fromkeys(text.replace(",", " ").split()))
+    for scope in scopes:
+        if not _SCOPE_TOKEN.fullmatch(scope):
+            raise ConfigError(
+                f"{source} holds {scope!r}, which is not a scope (printable ASCII without "
+                "quotes or backslashes); separate scopes with spaces, or say 'none'."
+            )
+    return scopes
+
+
+def _oauth(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The issuer and public URL: both, or neither."""
+    issuer_source = "--oauth-issuer" if args.oauth_issuer else "FLUX_MCP_OAUTH_ISSUER"
+    public_source = "--public-url" if args.public_url else "FLUX_MCP_PUBLIC_URL"
+    issuer_text = (args.oauth_issuer or env.get("FLUX_MCP_OAUTH_ISSUER") or "").strip()
+    public_text = (args.public_url or env.get("FLUX_MCP_PUBLIC_URL") or "").strip()
+    if issuer_text and not public_text:
+        raise ConfigError(
+            f"{issuer_source} is set but FLUX_MCP_PUBLIC_URL is not: OAuth access tokens are "
+            "issued for one server, named by its public URL. Set FLUX_MCP_PUBLIC_URL to the MCP "
+            "endpoint's URL as clients reach it, e.g. https://images.example.com/mcp."
+        )
+    if public_text and not issuer_text:
+        raise ConfigError(
+            f"{public_source} is set but FLUX_MCP_OAUTH_ISSUER is not: name the authorization "
+            "server whose tokens are accepted, e.g. https://sso.example.com/realms/team."
+        )
+    if not issuer_text:
+        return None, None
+    # The issuer is compared with the tokens' iss exactly: only checked, never rewritten.
+    _oauth_url(issuer_source, issuer_text, "https://sso.example.com/realms/team")
+    public = _oauth_url(public_source, public_text, "https://images.example.com/mcp")
+    return issuer_text, public
+
+
 def load_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -391,11 +494,22 @@ def load_config(
         "on",
     )
     auth_token = env.get("FLUX_MCP_AUTH_TOKEN") or None
-    if transport == "streamable-http" and not is_loopback(host) and not auth_token:
+    oauth_issuer, public_url = _oauth(args, env)
+    oauth_scopes = _oauth_scopes(
+        args.oauth_scopes if args.oauth_scopes is not None else env.get("FLUX_MCP_OAUTH_SCOPES"),
+        "--oauth-scopes" if args.oauth_scopes is not None else "FLUX_MCP_OAUTH_SCOPES",
+    )
+    if (
+        transport == "streamable-http"
+        and not is_loopback(host)
+        and not auth_token
+        and not oauth_issuer
+    ):
         raise ConfigError(
             f"Refusing to serve on {host}: any machine that can reach it could generate "
-            "images on your account. Set FLUX_MCP_AUTH_TOKEN to a long random secret (clients "
-            "then send 'Authorization: Bearer <secret>'), or bind 127.0.0.1."
+            "images on your account. Let people sign in with OAuth (set FLUX_MCP_OAUTH_ISSUER "
+            "and FLUX_MCP_PUBLIC_URL), or set FLUX_MCP_AUTH_TOKEN to a long random secret "
+            "(clients then send 'Authorization: Bearer <secret>'), or bind 127.0.0.1."
         )
     if auth_token is not None and len(auth_token) < 16:
         raise ConfigError("FLUX_MCP_AUTH_TOKEN is too short: use at least 16 random characters.")
@@ -424,6 +538,9 @@ def load_config(
         stateless=stateless,
         auth_token=auth_token,
         allowed_hosts=allowed,
+        oauth_issuer=oauth_issuer,
+        public_url=public_url,
+        oauth_scopes=oauth_scopes,
         log_level=level,
         content=content,
         viewer=viewer,
@@ -432,6 +549,7 @@ def load_config(
 
 __all__ = [
     "DEFAULT_CANCEL_AFTER",
+    "DEFAULT_OAUTH_SCOPES",
     "DEFAULT_PORT",
     "DEFAULT_PREVIEW_SIDE",
     "DEFAULT_WAIT_SECONDS",

@@ -1,7 +1,16 @@
-"""Streamable HTTP: a bearer-token check in front of the SDK's app, served by uvicorn.
+"""Streamable HTTP: authentication in front of the SDK's app, served by uvicorn.
 
 On loopback the SDK's DNS-rebinding protection guards the port against web pages; on any other
-interface a bearer token (``FLUX_MCP_AUTH_TOKEN``) is required, compared in constant time.
+interface a way to authenticate is required: the static bearer token (``FLUX_MCP_AUTH_TOKEN``,
+compared in constant time, for scripts) and/or OAuth access tokens (``FLUX_MCP_OAUTH_ISSUER``
+and ``FLUX_MCP_PUBLIC_URL``: the server is then an OAuth 2.1 resource server, see
+:mod:`mcp_server.oauth`). :class:`Authenticate` is plain ASGI middleware in front of the SDK's
+app, so it behaves the same under both lines of the SDK: it serves the protected-resource
+metadata, answers 401/403/503 with the ``WWW-Authenticate`` challenge the MCP authorization
+specification describes, and stores the verified caller's
+:class:`~mcp_server.identity.Identity` in the request's scope (``IDENTITY_KEY``). A session is
+bound to the identity that opened it: another caller's requests with its id are answered as
+for an unknown session.
 
 A client that drops the connection mid-call without ``notifications/cancelled`` (the TypeScript
 SDK's ``abort()`` then ``close()``) ends the call as a cancel would: :class:`NoticeDisconnect`
@@ -17,13 +26,17 @@ import hmac
 import json
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 
 from . import _sdk
 from .config import Config, is_loopback
+from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
+from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
 
 logger = logging.getLogger("mcp_server")
 
@@ -36,10 +49,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 MCP_PATH = "/mcp"
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
+#: Sessions remembered with their owner; past this many, the oldest are forgotten (a forgotten
+#: session still works for whoever holds its id, as without OAuth).
+MAX_BOUND_SESSIONS = 100_000
+SESSION_HEADER = b"mcp-session-id"
 
 
 def http_options(config: Config) -> _sdk.HTTPOptions:
-    """DNS-rebinding protection: loopback names on loopback, else the hosts given (if any)."""
+    """DNS-rebinding protection: loopback names on loopback, else the hosts given (if any).
+    The public URL's host is accepted too: a TLS proxy on this machine forwards its Host."""
+    public = urlsplit(config.public_url).netloc if config.public_url else None
     if config.allowed_hosts:
         hosts = tuple(config.allowed_hosts)
         origins = tuple(f"{scheme}://{h}" for h in hosts for scheme in ("http", "https"))
@@ -47,8 +66,19 @@ def http_options(config: Config) -> _sdk.HTTPOptions:
         hosts, origins = LOOPBACK_HOSTS, LOOPBACK_ORIGINS
     else:  # any Host header: the bearer token (required here) is what protects the server
         hosts, origins = (), ()
+    if hosts and public and public not in hosts:
+        hosts += (public,)
+        origins += tuple(f"{scheme}://{public}" for scheme in ("http", "https"))
     return _sdk.HTTPOptions(
         host=config.host, stateless=config.stateless, allowed_hosts=hosts, allowed_origins=origins
+    )
+
+
+def oauth_settings(config: Config) -> OAuthSettings | None:
+    if config.oauth_issuer is None or config.public_url is None:
+        return None
+    return OAuthSettings(
+        issuer=config.oauth_issuer, resource=config.public_url, scopes=config.oauth_scopes
     )
 
 
@@ -57,52 +87,247 @@ def _digest(value: bytes) -> bytes:
     return hashlib.sha256(value).digest()
 
 
-class BearerAuth:
-    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``."""
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value)
+    return None
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+
+def _quoted(text: str) -> str:
+    """A value for a quoted-string of WWW-Authenticate: no quotes, backslashes nor controls."""
+    return "".join(c if c.isprintable() and c not in '"\\' else "'" for c in text)
+
+
+async def _respond(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
+) -> None:
+    data = json.dumps(body).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+                (b"cache-control", b"no-store"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
+class Authenticate:
+    """ASGI middleware: every HTTP request needs ``Authorization: Bearer <token>``, the static
+    token or (with ``oauth``) an access token ``verifier`` accepts. With OAuth it also serves
+    the protected-resource metadata, to anyone (browsers included: CORS)."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None = None,
+        verifier: TokenVerifier | None = None,
+        local_path: str = MCP_PATH,
+    ) -> None:
+        if token is None and verifier is None:
+            raise ValueError("Authenticate needs a static token, a verifier, or both")
         self._app = app
-        self._expected = _digest(token.encode())
+        self._expected = _digest(token.encode()) if token is not None else None
+        self._verifier = verifier
+        self._oauth = verifier.settings if verifier is not None else None
+        self._metadata_paths = (
+            self._oauth.metadata_paths(local_path) if self._oauth is not None else frozenset()
+        )
+        #: session id -> the (issuer, subject) of the caller that opened it.
+        self._sessions: OrderedDict[str, tuple[str, str]] = OrderedDict()
 
-    def _authorized(self, scope: Scope) -> bool:
-        header = b""
-        for name, value in scope.get("headers", []):
-            if name.lower() == b"authorization":
-                header = value
-                break
+    # -- the challenge -------------------------------------------------------------------------
+
+    def _challenge(self, refused: TokenRefused | None) -> bytes:
+        if self._oauth is None:
+            return b'Bearer realm="flux-mcp"'
+        parts = []
+        if refused is not None and refused.status != 503:
+            parts += [
+                f'error="{refused.error}"',
+                f'error_description="{_quoted(refused.description)}"',
+            ]
+        parts.append(f'resource_metadata="{self._oauth.metadata_url}"')
+        if self._oauth.scopes:
+            parts.append(f'scope="{" ".join(self._oauth.scopes)}"')
+        return ("Bearer " + ", ".join(parts)).encode()
+
+    def _missing_description(self) -> str:
+        if self._oauth is None:
+            return (
+                "Missing or wrong bearer token. Send the header "
+                "'Authorization: Bearer <the value of FLUX_MCP_AUTH_TOKEN>'."
+            )
+        also = (
+            " (or the server's static token, FLUX_MCP_AUTH_TOKEN)"
+            if self._expected is not None
+            else ""
+        )
+        return (
+            f"Sign in: this server accepts OAuth access tokens from {self._oauth.issuer}{also}. "
+            "MCP clients find how in the WWW-Authenticate header and at "
+            f"{self._oauth.metadata_url}."
+        )
+
+    async def _refuse(self, scope: Scope, send: Send, refused: TokenRefused | None) -> None:
+        client = (scope.get("client") or ("?", 0))[0]
+        if refused is None:
+            logger.info("refused an unauthenticated request from %s", client)
+        else:
+            logger.warning(
+                "refused a request from %s: %s (token %s)",
+                client,
+                refused.description,
+                scope.get("flux_mcp.token_hash", "?"),
+            )
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        status = refused.status if refused is not None else 401
+        error = refused.error if refused is not None else "unauthorized"
+        description = refused.description if refused is not None else self._missing_description()
+        headers = [(b"www-authenticate", self._challenge(refused))]
+        if refused is not None and refused.retry_after:
+            headers.append((b"retry-after", str(refused.retry_after).encode()))
+        await _respond(send, status, {"error": error, "error_description": description}, headers)
+
+    # -- who is calling ------------------------------------------------------------------------
+
+    async def _identify(self, scope: Scope) -> Identity | None:
+        """The caller's identity; None without a bearer token. Raises TokenRefused."""
+        header = _header(scope, b"authorization") or b""
         scheme, _, credentials = header.strip().partition(b" ")
-        # Always compare, so a wrong scheme takes as long as a wrong token.
-        same = hmac.compare_digest(_digest(credentials.strip()), self._expected)
-        return same and scheme.lower() == b"bearer"
+        credentials = credentials.strip()
+        bearer = scheme.lower() == b"bearer" and bool(credentials)
+        if self._expected is not None:
+            # Always compare, so a wrong scheme takes as long as a wrong token.
+            same = hmac.compare_digest(_digest(credentials), self._expected)
+            if same and bearer:
+                return STATIC_IDENTITY
+        if not bearer:
+            return None
+        scope["flux_mcp.token_hash"] = token_hash(credentials)
+        if self._verifier is None:
+            raise TokenRefused(401, "invalid_token", self._missing_description())
+        try:
+            token = credentials.decode("ascii")
+        except UnicodeDecodeError:
+            raise TokenRefused(
+                401, "invalid_token", "The bearer token is not a JWT access token."
+            ) from None
+        return await self._verifier.verify(token)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] in ("http", "websocket") and not self._authorized(scope):
-            client = scope.get("client") or ("?", 0)
-            logger.warning("refused an unauthenticated request from %s", client[0])
-            if scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})
-                return
-            body = json.dumps(
-                {
-                    "error": "unauthorized",
-                    "error_description": "Missing or wrong bearer token. Send the header "
-                    "'Authorization: Bearer <the value of FLUX_MCP_AUTH_TOKEN>'.",
-                }
-            ).encode()
+    # -- the metadata --------------------------------------------------------------------------
+
+    async def _metadata(self, scope: Scope, send: Send) -> None:
+        assert self._oauth is not None
+        cors = [
+            (b"access-control-allow-origin", b"*"),
+            (b"access-control-allow-methods", b"GET, OPTIONS"),
+            (b"access-control-allow-headers", b"mcp-protocol-version, authorization"),
+        ]
+        method = scope.get("method", "GET")
+        if method == "OPTIONS":
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"www-authenticate", b'Bearer realm="flux-mcp"'),
-                    ],
+                    "status": 204,
+                    "headers": [*cors, (b"access-control-max-age", b"86400")],
                 }
             )
-            await send({"type": "http.response.body", "body": body})
+            await send({"type": "http.response.body", "body": b""})
             return
-        await self._app(scope, receive, send)
+        if method not in ("GET", "HEAD"):
+            await _respond(
+                send,
+                405,
+                {"error": "method_not_allowed", "error_description": "GET the metadata."},
+                [(b"allow", b"GET, HEAD, OPTIONS"), *cors],
+            )
+            return
+        data = json.dumps(self._oauth.metadata()).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                    (b"cache-control", b"public, max-age=300"),
+                    *cors,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": data if method == "GET" else b""})
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def _owner_mismatch(self, scope: Scope, identity: Identity) -> bool:
+        session = _header(scope, SESSION_HEADER)
+        if session is None:
+            return False
+        owner = self._sessions.get(session.decode("latin-1"))
+        return owner is not None and owner != identity.key
+
+    def _track_sessions(self, scope: Scope, identity: Identity, send: Send) -> Send:
+        """``send``, noting the session a response opens (bound to ``identity``) or ends."""
+        asked = _header(scope, SESSION_HEADER)
+        ending = scope.get("method") == "DELETE" and asked is not None
+
+        async def tracking_send(message: Message) -> None:
+            if message.get("type") == "http.response.start":
+                status = int(message.get("status", 500))
+                if ending and asked is not None and status < 300:
+                    self._sessions.pop(asked.decode("latin-1"), None)
+                elif asked is None and status < 300:
+                    opened = dict(message.get("headers", [])).get(SESSION_HEADER)
+                    if opened:
+                        self._sessions[bytes(opened).decode("latin-1")] = identity.key
+                        while len(self._sessions) > MAX_BOUND_SESSIONS:
+                            self._sessions.popitem(last=False)
+            await send(message)
+
+        return tracking_send
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        if self._oauth is not None and scope.get("path") in self._metadata_paths:
+            await self._metadata(scope, send)
+            return
+        try:
+            identity = await self._identify(scope)
+        except TokenRefused as refused:
+            await self._refuse(scope, send, refused)
+            return
+        if identity is None:
+            await self._refuse(scope, send, None)
+            return
+        if self._owner_mismatch(scope, identity):
+            # Someone else's session: as for a session that does not exist (its id is no proof).
+            logger.warning("refused a request for another caller's session (%s)", identity)
+            await _respond(
+                send,
+                404,
+                {
+                    "jsonrpc": "2.0",
+                    "id": None,
+                    "error": {"code": -32600, "message": "Session not found"},
+                },
+                [],
+            )
+            return
+        scope[IDENTITY_KEY] = identity
+        logger.debug("request from %s", identity)
+        await self._app(scope, receive, self._track_sessions(scope, identity, send))
 
 
 class NoticeDisconnect:
@@ -150,8 +375,10 @@ async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
     import uvicorn
 
     app: ASGIApp = NoticeDisconnect(server.http_app())
-    if config.auth_token:
-        app = BearerAuth(app, config.auth_token)
+    settings = oauth_settings(config)
+    verifier = TokenVerifier(settings) if settings is not None else None
+    if config.auth_token or verifier is not None:
+        app = Authenticate(app, token=config.auth_token, verifier=verifier)
     sock = _bind(config.host, config.port)
     # Listening before the address is logged: a client that connects as soon as it reads the
     # line (tests, supervisors) must not be refused. uvicorn's own listen() on it is harmless.
@@ -165,12 +392,34 @@ async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
         lifespan="on",
         timeout_graceful_shutdown=5,
     )
+    required = [
+        *(["the static bearer token"] if config.auth_token else []),
+        *([f"OAuth access tokens from {settings.issuer}"] if settings is not None else []),
+    ]
     logger.info(
         "FLUX MCP server listening on http://%s:%s%s (%s%s)",
         shown,
         port,
         MCP_PATH,
         "stateless" if config.stateless else "sessions",
-        ", bearer token required" if config.auth_token else "",
+        f", accepting {' or '.join(required)}" if required else "",
     )
-    await uvicorn.Server(uv_config).serve(sockets=[sock])
+    if settings is not None:
+        logger.info(
+            "OAuth resource %s: tokens must be issued for it by %s%s; metadata at %s",
+            settings.resource,
+            settings.issuer,
+            f" with scope {' '.join(settings.scopes)}" if settings.scopes else "",
+            settings.metadata_url,
+        )
+    try:
+        async with anyio.create_task_group() as background:
+            if verifier is not None:
+                # Keys fetched in the background: an unreachable issuer delays nothing.
+                background.start_soon(verifier.warm_up)
+            await uvicorn.Server(uv_config).serve(sockets=[sock])
+            background.cancel_scope.cancel()
+    finally:
+        if verifier is not None:
+            with anyio.CancelScope(shield=True):
+                await verifier.aclose()

@@ -179,18 +179,24 @@ async def stdio_session(
                 yield Session(session)
 
 
+def http_client(*, token: str | None = None, auth: Any = None) -> Any:
+    """The HTTP client the SDK's streamable HTTP client runs on: httpx2 under 2.x, httpx under
+    1.x (same API, different package), with a static token or an ``auth`` (an OAuth provider
+    of the SDK)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    http_lib: Any = importlib.import_module("httpx2" if SDK_LINE == 2 else "httpx")
+    timeout = http_lib.Timeout(30, read=300)
+    return http_lib.AsyncClient(headers=headers, timeout=timeout, auth=auth)
+
+
 @contextlib.asynccontextmanager
 async def http_session(
-    url: str, *, token: str | None = None, roots: Roots | None = None
+    url: str, *, token: str | None = None, roots: Roots | None = None, auth: Any = None
 ) -> AsyncIterator[Session]:
     from mcp.client.streamable_http import streamable_http_client
 
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # The 2.x client runs on httpx2, the 1.x client on httpx: same API, different package.
-    http_lib: Any = importlib.import_module("httpx2" if SDK_LINE == 2 else "httpx")
-    timeout = http_lib.Timeout(30, read=300)
     async with (
-        http_lib.AsyncClient(headers=headers, timeout=timeout) as http,
+        http_client(token=token, auth=auth) as http,
         streamable_http_client(url, http_client=http) as streams,
         ClientSession(
             streams[0], streams[1], list_roots_callback=roots, client_info=TEST_CLIENT

@@ -25,6 +25,7 @@ from .mcp_helpers import (
     Progress,
     Roots,
     dump,
+    http_client,
     http_server,
     http_session,
     listening_url,
@@ -47,6 +48,8 @@ class Target:
     cwd: Path
     errlog: Path
     url: str | None = None
+    #: HTTP only: an ``httpx.Auth`` for the requests (the SDK's OAuth client provider).
+    auth: Any = None
 
     @property
     def args(self) -> list[str]:
@@ -168,7 +171,7 @@ async def connect(
             )
         else:
             assert target.url is not None
-            session_cm = http_session(target.url, roots=folders)
+            session_cm = http_session(target.url, roots=folders, auth=target.auth)
         async with session_cm as session:
             yield _SessionCaller(session)
     elif client == "mcp":
@@ -177,17 +180,25 @@ async def connect(
         from mcp.client.stdio import stdio_client
 
         with target.errlog.open("a") as log:
+            stack = contextlib.AsyncExitStack()
             if target.transport == "stdio":
                 params = StdioServerParameters(
                     command=sys.executable, args=target.args, env=target.env, cwd=str(target.cwd)
                 )
                 server: Any = stdio_client(params, errlog=log)
+            elif target.auth is not None:
+                from mcp.client.streamable_http import streamable_http_client
+
+                assert target.url is not None
+                http = await stack.enter_async_context(http_client(auth=target.auth))
+                server = streamable_http_client(target.url, http_client=http)
             else:
                 server = target.url
             # Bounded as a whole: a cancel scope must enclose the client's own task group.
-            with anyio.fail_after(session_timeout):
-                async with Client(server, mode=era, list_roots_callback=folders) as sdk_client:
-                    yield _SDKCaller(sdk_client)
+            async with stack:
+                with anyio.fail_after(session_timeout):
+                    async with Client(server, mode=era, list_roots_callback=folders) as sdk_client:
+                        yield _SDKCaller(sdk_client)
     elif client == "fastmcp":
         from fastmcp import Client as FastMCPClient
 

@@ -80,12 +80,14 @@ async def run_js(
     errlog: Path,
     *,
     kill_when: Callable[[dict[str, Any]], bool] | None = None,
+    script: Path = SCRIPT,
 ) -> list[dict[str, Any]]:
-    """Runs the client to its end (or SIGKILLs it at the first event ``kill_when`` accepts)."""
+    """Runs the client (``script``, in tests/js) to its end (or SIGKILLs it at the first event
+    ``kill_when`` accepts)."""
     events: list[dict[str, Any]] = []
     with errlog.open("a") as log:
         process = await anyio.open_process(
-            [node, str(SCRIPT), json.dumps(plan)],
+            [node, str(script), json.dumps(plan)],
             cwd=JS_DIR,
             stdin=subprocess.DEVNULL,
             stderr=log,
