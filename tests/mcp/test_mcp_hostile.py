@@ -51,7 +51,10 @@ async def test_a_create_throttled_for_long_says_nothing_was_created_and_when_to_
     make_emulator: Callable[..., Emulator], tmp_path: Path, workdir: Path, errlog: Path
 ) -> None:
     emulator = make_emulator(faults=[Fault("create", "429", retry_after=59)])
-    async with session_for(emulator.base_url, tmp_path / "i", workdir, errlog) as session:
+    # A short wait budget: the second call's create waits for the account's Retry-After only
+    # up to the end of its budget, then goes (the limiter never makes a call late).
+    env = {"FLUX_MCP_WAIT_SECONDS": "8"}
+    async with session_for(emulator.base_url, tmp_path / "i", workdir, errlog, **env) as session:
         result = await session.call("generate_image", {"prompt": PROMPT})
         after = await session.call("generate_image", {"prompt": PROMPT})
     text = text_of(result)
