@@ -12,7 +12,6 @@ from flux_tools.emulator import Emulator, Fault
 
 from ..conftest import Flux
 
-MakeEmulator = Callable[..., Emulator]
 MakeFlux = Callable[..., Flux]
 
 

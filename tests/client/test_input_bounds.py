@@ -4,47 +4,18 @@ nothing."""
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from flux_tools import FluxInputError
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux
+from ..core.test_bounds import HOSTILE_IMAGES, PNG_URI, png_bytes
 
 MakeFlux = Callable[..., Flux]
-
-
-def png_bytes(size: tuple[int, int] = (64, 48)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (10, 120, 200)).save(out, format="PNG")
-    return out.getvalue()
-
-
-PNG_URI = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
-
-
-HOSTILE_IMAGES: list[tuple[str, str]] = [
-    ("../" * 1_000_000, "at most 4096"),  # 3 MB: refused by length, never resolved
-    ("data:text/plain;base64,aGVsbG8=", "must hold an image"),
-    ("data:image/png;base64,!!!!", "not valid base64"),
-    ("data:image/png;base64,", "is empty"),
-    ("data:image/png;base64," + base64.b64encode(b"hello, not an image").decode(), "not hold an"),
-    ("data:image/png,notbase64", "base64-encoded"),
-    ("http://", "has no host"),
-    ("https://", "has no host"),
-    ("http://[::1", "malformed"),
-    ("https://example.com:99999/a.png", "malformed"),
-    ("https://exa mple.com/a.png", "spaces or control characters"),
-    ("https://example.com/" + "a" * 9000, "at most 8192"),
-    ("file:///etc/passwd", "unsupported URL scheme"),
-    ("a\x00b.png", "NUL byte"),
-    ("x" * 300 + ".png", "longer than 255 bytes"),
-]
 
 
 @pytest.mark.parametrize(("value", "rule"), HOSTILE_IMAGES[:10])

@@ -8,7 +8,6 @@ import io
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image
@@ -17,97 +16,16 @@ from flux_tools import FluxClient, FluxInputError
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux, requests_to
+from ..core.test_models import (
+    ASPECT_2,
+    DOCUMENTED,
+    FLUX2_COMMON,
+    FLUX2_SIZE,
+    KLEIN,
+)
 
 MakeFlux = Callable[..., Flux]
 
-# The documented schemas (../shared/docs/replicate-api.md): field -> (default, allowed), where
-# allowed is an enum list, a (min, max) range, or None. Written out here on purpose: this table
-# is the reference the input models are checked against.
-ASPECT_PRO = ["custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"]
-ASPECT_LIST = ["1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
-DOCUMENTED: dict[str, dict[str, tuple[Any, Any]]] = {
-    "flux-pro": {
-        "prompt": (None, None), "image_prompt": (None, None), "aspect_ratio": ("1:1", ASPECT_PRO),
-        "width": (None, (256, 1440)), "height": (None, (256, 1440)), "steps": (25, (1, 50)),
-        "guidance": (3, (2, 5)), "interval": (2, (1, 4)), "safety_tolerance": (2, (1, 6)),
-        "seed": (None, None), "output_format": ("webp", ["webp", "jpg", "png"]),
-        "output_quality": (80, (0, 100)), "prompt_upsampling": (False, None),
-    },
-    "flux-1.1-pro": {
-        "prompt": (None, None), "image_prompt": (None, None), "aspect_ratio": ("1:1", ASPECT_PRO),
-        "width": (None, (256, 1440)), "height": (None, (256, 1440)),
-        "safety_tolerance": (2, (1, 6)), "seed": (None, None), "prompt_upsampling": (False, None),
-        "output_format": ("webp", ["webp", "jpg", "png"]), "output_quality": (80, (0, 100)),
-    },
-    "flux-1.1-pro-ultra": {
-        "prompt": (None, None),
-        "aspect_ratio": ("1:1", ["21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3",
-                                 "9:16", "9:21"]),
-        "raw": (False, None), "image_prompt": (None, None), "image_prompt_strength": (0.1, (0, 1)),
-        "safety_tolerance": (2, (1, 6)), "seed": (None, None),
-        "output_format": ("jpg", ["jpg", "png"]),
-    },
-    "flux-schnell": {
-        "prompt": (None, None), "aspect_ratio": ("1:1", ASPECT_LIST), "num_outputs": (1, (1, 4)),
-        "num_inference_steps": (4, (1, 4)), "seed": (None, None),
-        "output_format": ("webp", ["webp", "jpg", "png"]), "output_quality": (80, (0, 100)),
-        "disable_safety_checker": (False, None), "go_fast": (True, None),
-        "megapixels": ("1", ["1", "0.25"]),
-    },
-    "flux-dev": {
-        "prompt": (None, None), "aspect_ratio": ("1:1", ASPECT_LIST), "num_outputs": (1, (1, 4)),
-        "num_inference_steps": (28, (1, 50)), "seed": (None, None),
-        "output_format": ("webp", ["webp", "jpg", "png"]), "output_quality": (80, (0, 100)),
-        "disable_safety_checker": (False, None), "go_fast": (True, None),
-        "megapixels": ("1", ["1", "0.25"]), "image": (None, None),
-        "prompt_strength": (0.8, (0, 1)), "guidance": (3, (0, 10)),
-    },
-    "flux-kontext-pro": {
-        "prompt": (None, None), "input_image": (None, None),
-        "aspect_ratio": ("match_input_image", ["match_input_image", "1:1", "16:9", "9:16", "4:3",
-                         "3:4", "3:2", "2:3", "4:5", "5:4", "21:9", "9:21", "2:1", "1:2"]),
-        "output_format": ("png", ["jpg", "png"]), "safety_tolerance": (2, (0, 6)),
-        "prompt_upsampling": (False, None), "seed": (None, None),
-    },
-}  # fmt: skip
-# FLUX.2 and Kontext [max] (../shared/docs/flux2-models.md): field -> (default, allowed, most
-# images for an image list).
-ASPECT_2 = [
-    "match_input_image",
-    "custom",
-    "1:1",
-    "16:9",
-    "3:2",
-    "2:3",
-    "4:5",
-    "5:4",
-    "9:16",
-    "3:4",
-    "4:3",
-]
-RESOLUTION_2 = ["match_input_image", "0.5 MP", "1 MP", "2 MP", "4 MP"]
-FLUX2_COMMON: dict[str, tuple[Any, Any]] = {
-    "prompt": (None, None),
-    "seed": (None, None),
-    "output_format": ("webp", ["webp", "jpg", "png"]),
-    "output_quality": (80, (0, 100)),
-}
-FLUX2_SIZE: dict[str, tuple[Any, Any]] = {
-    "aspect_ratio": ("1:1", ASPECT_2),
-    "resolution": ("1 MP", RESOLUTION_2),
-    "width": (None, (256, 2048)),
-    "height": (None, (256, 2048)),
-}
-KLEIN: dict[str, tuple[Any, Any]] = {
-    **FLUX2_COMMON,
-    "images": ([], None),
-    "aspect_ratio": ("1:1", [a for a in ASPECT_2 if a != "custom"]),
-    "output_megapixels": ("1", None),
-    "go_fast": (False, None),
-    "disable_safety_checker": (False, None),
-    "output_format": ("jpg", ["webp", "jpg", "png"]),
-    "output_quality": (95, (0, 100)),
-}
 DOCUMENTED.update({
     "flux-2-pro": {**FLUX2_COMMON, **FLUX2_SIZE, "input_images": ([], None),
                    "safety_tolerance": (2, (1, 5))},
@@ -123,16 +41,6 @@ DOCUMENTED.update({
     "flux-2-klein-9b-base": {**KLEIN, "guidance": (4, (1, 10))},
     "flux-kontext-max": DOCUMENTED["flux-kontext-pro"],
 })  # fmt: skip
-#: The documented image inputs: field -> how many images (1: a single field).
-DOCUMENTED_IMAGES: dict[str, dict[str, int]] = {
-    "flux-pro": {"image_prompt": 1}, "flux-1.1-pro": {"image_prompt": 1},
-    "flux-1.1-pro-ultra": {"image_prompt": 1}, "flux-schnell": {}, "flux-dev": {"image": 1},
-    "flux-kontext-pro": {"input_image": 1}, "flux-kontext-max": {"input_image": 1},
-    "flux-2-pro": {"input_images": 8}, "flux-2-max": {"input_images": 8},
-    "flux-2-flex": {"input_images": 10}, "flux-2-dev": {"input_images": 4},
-    "flux-2-klein-4b": {"images": 5}, "flux-2-klein-9b-base": {"images": 5},
-}  # fmt: skip
-LIST_OUTPUTS = {"flux-schnell", "flux-dev", "flux-2-klein-4b", "flux-2-klein-9b-base"}
 
 
 async def test_a_field_of_another_model_names_the_models_fields(
