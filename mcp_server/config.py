@@ -30,6 +30,7 @@ from flux_tools.kit import (
     DEFAULT_MAX_IMAGE_BYTES,
     IMAGE_DIRS_ENV,
     SERVER_ENVIRONMENT,
+    ArgumentParser,
     edit_spec,
     image_dirs_from,
     is_loopback,
@@ -140,7 +141,7 @@ ENVIRONMENT = SERVER_ENVIRONMENT
 
 def _parser() -> argparse.ArgumentParser:
     names = ", ".join(var.name for var in (*CLIENT_ENVIRONMENT, *SERVER_ENVIRONMENT))
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flux-mcp",
         description="MCP server for FLUX image generation. Serves over stdio by default. "
         f"Settings come from the environment ({names}); flags override them. The API token "
