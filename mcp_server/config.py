@@ -134,8 +134,8 @@ class Config:
 
 
 #: The server's own variables (declared, with the client's, in the one table the package reads
-#: the environment by): the README's configuration table and ``flux-mcp --help`` are checked
-#: against both.
+#: the environment by): the settings reference (``docs/reference/settings.md``) and
+#: ``flux-mcp --help`` are checked against both.
 ENVIRONMENT = SERVER_ENVIRONMENT
 
 
