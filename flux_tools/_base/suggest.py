@@ -14,25 +14,31 @@ from collections.abc import Iterable, Sequence
 from typing import NoReturn
 
 #: How alike a typo and a known name must be (difflib's ratio): ``stpes``/``steps`` is 0.8,
-#: ``seed``/``steps`` 0.44; below this nothing is suggested rather than something unrelated.
-CUTOFF = 0.6
+#: ``16:8``/``16:9`` 0.75, ``steps``/``seed`` 0.67 (a model without steps must not be told to
+#: set its seed); below this nothing is suggested rather than something unrelated.
+CUTOFF = 0.75
 
 
 def closest(word: str, known: Iterable[str]) -> str | None:
-    """The known name nearest to ``word``, or None when none is alike enough."""
+    """The known name nearest to ``word``, or None when none is alike enough. Flags are
+    compared without their dashes (``--`` would make every two flags look alike)."""
     import difflib  # only when a typo is being explained
 
-    candidates = [k for k in known if k != word]
+    candidates = {_bare(k): k for k in known if k != word}
     # Case and - versus _ are the commonest slips: compare without them first.
-    folded = {_fold(k): k for k in candidates}
+    folded = {_fold(k): k for k in candidates.values()}
     if _fold(word) in folded:
         return folded[_fold(word)]
-    found = difflib.get_close_matches(word, candidates, n=1, cutoff=CUTOFF)
-    return found[0] if found else None
+    found = difflib.get_close_matches(_bare(word), list(candidates), n=1, cutoff=CUTOFF)
+    return candidates[found[0]] if found else None
+
+
+def _bare(name: str) -> str:
+    return name.lstrip("-")
 
 
 def _fold(name: str) -> str:
-    return name.lower().replace("-", "_")
+    return _bare(name).lower().replace("-", "_")
 
 
 def did_you_mean(word: str, known: Iterable[str], *, quote: bool = True) -> str:

@@ -26,6 +26,15 @@ def test_closest(typo: str, expected: str | None) -> None:
     assert closest(typo, FIELDS) == expected
 
 
+def test_flags_are_compared_without_their_dashes() -> None:
+    flags = ["--steps", "--seed", "--aspect-ratio", "--output-format"]
+    assert closest("--stpes", flags) == "--steps"
+    assert closest("--aspect_ratio", flags) == "--aspect-ratio"
+    # flux-kontext-pro has no steps: its seed is not what was meant.
+    assert closest("--steps", ["--seed", "--output-format"]) is None
+    assert closest("steps", ["prompt", "seed", "aspect_ratio"]) is None
+
+
 def test_did_you_mean_quotes_fields_and_not_flags() -> None:
     assert did_you_mean("stpes", FIELDS) == "did you mean 'steps'?"
     assert did_you_mean("--stpes", ["--steps"], quote=False) == "did you mean --steps?"
