@@ -3,13 +3,13 @@
 The library's public API: a typed client of Replicate-compatible predictions APIs (sync and
 async), the FLUX input models it validates with, the results it returns, the errors it raises,
 resumable batches, and the knobs a client takes (retries, polling, rate limits, budgets,
-prices). Everything here is documented in the reference (``docs/reference.md``).
+prices). Everything here is documented in the reference (``docs/reference/api.md``).
 
 Front ends live beside it and import their heavy dependencies only when used:
 ``flux_tools.langchain``, ``flux_tools.emulator``, the ``mcp_server`` package and the
 ``flux-tools`` command (``flux_tools.cli``); what they share is :mod:`flux_tools.kit`.
 
-The package is built in layers (see ``docs/architecture.md``): ``_base`` (imports nothing of the
+The package is built in layers (see ``docs/development.md``): ``_base`` (imports nothing of the
 project) < ``_domain`` (data and pure decisions) < ``_settings`` (the only reader of the
 environment) < ``_protocol`` (sans-IO flows) < ``_drivers`` (the clients and every other I/O) <
 ``kit`` < the front ends. ``.importlinter`` states the rule and CI enforces it.

@@ -9,7 +9,8 @@ A public, documented module, so that a front end (ours or yours) needs nothing p
   and atomic writes, previews for chat clients (:func:`make_preview`);
 - **configuration**: the environment table (:data:`ENVIRONMENT`, the client's and the MCP
   server's variables) and its one reader (:func:`read_environment`), the registry's lookups;
-- **batches**: :func:`load_rows` (rows checked before anything is sent) and the ledger's name.
+- **batches**: :func:`load_rows` (rows checked before anything is sent) and the ledger's name;
+- **commands**: :class:`ArgumentParser`, which answers a mistyped flag with the nearest one.
 
 A chat model, a terminal and a log read the same words, and a fix lands once.
 """
@@ -39,6 +40,7 @@ from ._base.errors import (
 )
 from ._base.files import write_text_atomic
 from ._base.media import MEDIA_TYPES, safe_stem
+from ._base.suggest import ArgumentParser
 from ._base.text import safe_text
 from ._base.urls import is_loopback
 from ._domain.images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_URI_PREFIXES
@@ -310,6 +312,7 @@ __all__ = [
     "RETENTION_SECONDS",
     "SERVER_ENVIRONMENT",
     "TOKEN_ENV_VARS",
+    "ArgumentParser",
     "EnvVar",
     "Journal",
     "PendingPrediction",

@@ -30,6 +30,7 @@ from flux_tools.kit import (
     DEFAULT_MAX_IMAGE_BYTES,
     IMAGE_DIRS_ENV,
     SERVER_ENVIRONMENT,
+    ArgumentParser,
     edit_spec,
     image_dirs_from,
     is_loopback,
@@ -133,14 +134,14 @@ class Config:
 
 
 #: The server's own variables (declared, with the client's, in the one table the package reads
-#: the environment by): the README's configuration table and ``flux-mcp --help`` are checked
-#: against both.
+#: the environment by): the settings reference (``docs/reference/settings.md``) and
+#: ``flux-mcp --help`` are checked against both.
 ENVIRONMENT = SERVER_ENVIRONMENT
 
 
 def _parser() -> argparse.ArgumentParser:
     names = ", ".join(var.name for var in (*CLIENT_ENVIRONMENT, *SERVER_ENVIRONMENT))
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flux-mcp",
         description="MCP server for FLUX image generation. Serves over stdio by default. "
         f"Settings come from the environment ({names}); flags override them. The API token "

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .suggest import closest
+
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
@@ -67,7 +69,8 @@ class FluxError(Exception):
 class FluxInputError(FluxError, ValueError):
     """The input does not fit the model's schema; nothing was sent.
 
-    ``errors`` holds one dict per problem: ``field``, ``problem``, ``allowed`` (may be None).
+    ``errors`` holds one dict per problem: ``field``, ``problem``, ``allowed`` (may be None),
+    and ``suggestion``, the nearest known field, for an unknown one that looks like a typo.
     """
 
     def __init__(self, message: str, errors: Sequence[dict[str, Any]] = ()) -> None:
@@ -119,16 +122,23 @@ class FluxInputError(FluxError, ValueError):
         allowed: str | None
         for err in exc.errors(include_url=False):
             field = ".".join(str(p) for p in err["loc"]) or "input"
+            suggestion = None
             if err["type"] == "extra_forbidden":
                 problem = "is not a field of this model"
                 allowed = "fields: " + ", ".join(props)
+                suggestion = closest(str(err["loc"][-1]), props) if err["loc"] else None
+                if suggestion is not None:
+                    problem += f"; did you mean {suggestion!r}?"
             elif err["type"] == "missing":
                 problem = "is required"
                 allowed = _allowed(props.get(field, {}))
             else:
                 problem = _plain_problem(err["msg"])
                 allowed = _allowed(props.get(str(err["loc"][0]) if err["loc"] else "", {}))
-            errors.append({"field": field, "problem": problem, "allowed": allowed})
+            entry = {"field": field, "problem": problem, "allowed": allowed}
+            if suggestion is not None:  # the nearest field, for a front end to name its way
+                entry["suggestion"] = suggestion
+            errors.append(entry)
         return cls.refused(errors, model=model)
 
 

@@ -280,7 +280,7 @@ class ModelSpec:
         return round(per_image * max(outputs, 0), 6)
 
     def describe(self) -> dict[str, object]:
-        """Plain data for ``list_models`` and the README."""
+        """Plain data for ``list_models`` and the docs."""
         return {
             "name": self.name,
             "title": self.title,

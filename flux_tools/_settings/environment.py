@@ -1,9 +1,10 @@
 """The environment: every variable flux-tools reads, declared once, and the one reader of it.
 
 :data:`ENVIRONMENT` is the table of every ``FLUX_*`` (and ``REPLICATE_*``) variable, the client's
-and the MCP server's, with its meaning: the README's configuration table and ``flux-mcp --help``
-are checked against it. :func:`read_environment` is the only place in the package that touches
-``os.environ``: every other layer is handed the mapping it returns (or a test's own).
+and the MCP server's, with its meaning: the settings reference (``docs/reference/settings.md``)
+and ``flux-mcp --help`` are checked against it. :func:`read_environment` is the only place in
+the package that touches ``os.environ``: every other layer is handed the mapping it returns (or
+a test's own).
 """
 
 from __future__ import annotations

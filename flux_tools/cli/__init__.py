@@ -28,6 +28,7 @@ from flux_tools import (
     Settings,
 )
 from flux_tools.kit import (
+    ArgumentParser,
     Journal,
     PendingPrediction,
     Progress,
@@ -318,9 +319,9 @@ def _add_run_options(command: argparse.ArgumentParser, model: str) -> None:
     command.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
 
 
-def build_parser(command: str, model: str) -> tuple[argparse.ArgumentParser, list[str]]:
+def build_parser(command: str, model: str) -> tuple[ArgumentParser, list[str]]:
     """The parser, with the flags of ``model``'s input for the ``command`` being run."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="flux-tools",
         description="FLUX image generation from the command line. Needs FLUX_API_TOKEN or "
         "REPLICATE_API_TOKEN (and FLUX_BASE_URL for a Replicate-compatible gateway).",

@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
+from .._base.suggest import ArgumentParser
 from . import Emulator
 from ._ratelimit import SYNTAX, RateLimits
 
@@ -21,7 +22,7 @@ def _rate_limits(text: str) -> RateLimits:
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog,
         description="Offline emulator of the Replicate predictions API (FLUX models).",
     )

@@ -1,21 +1,17 @@
-"""Every example, the demo and the README's Python snippets run, so none of them rots.
+"""Every example and the demo run, so none of them rots.
 
-(``examples/langchain_agent.py`` and ``examples/mcp_client.py`` run in their own suites.)
+(``examples/langchain_agent.py`` and ``examples/mcp_client.py`` run in their own suites; the code
+blocks of the README and the documentation run in ``tests/docs/test_code_blocks.py``.)
 """
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-import pytest
 from PIL import Image
-
-from flux_tools.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,34 +57,3 @@ def test_demo(tmp_path: Path) -> None:
     images = [(p.parent.name, p.suffix) for p in saved if p.suffix != ".json"]
     assert images == [("langchain", ".webp"), ("mcp", ".png"), ("mcp", ".webp")]
     assert "claude mcp add" in out and '"mcpServers"' in out
-
-
-def readme_snippets() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
-
-
-def test_the_readme_has_snippets() -> None:
-    assert len(readme_snippets()) >= 4
-
-
-@pytest.mark.parametrize("index", range(len(readme_snippets())))
-def test_readme_snippet_runs(index: int, tmp_path: Path) -> None:
-    code = readme_snippets()[index]
-    if "await " in code:  # top-level await, as in a notebook: wrap it
-        code = "import asyncio\n\nasync def main():\n" + textwrap.indent(code, "    ")
-        code += "\nasyncio.run(main())\n"
-    script = tmp_path / "snippet.py"
-    script.write_text(code)
-    # The snippets are written for the real API; here the emulator stands in for it.
-    with Emulator(latency=0.2, token="r8_readme-token") as emulator:
-        env = {
-            "REPLICATE_API_TOKEN": "r8_readme-token",
-            "FLUX_BASE_URL": emulator.base_url,
-            "FLUX_IMAGE_DIRS": str(tmp_path),
-        }
-        Image.new("RGB", (300, 200), "red").save(tmp_path / "car.png")
-        # The batch snippet's input: two rows, any model field as a column.
-        (tmp_path / "products.csv").write_text("prompt,seed\na red mug,1\na blue vase,2\n")
-        done = run(str(script), cwd=tmp_path, env=env)
-    assert done.returncode == 0, f"snippet {index} failed:\n{code}\n{done.stderr}"

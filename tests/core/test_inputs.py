@@ -158,8 +158,9 @@ def test_input_error_summary_names_field_and_allowed_values() -> None:
     text = str(error)
     assert "steps" in text and "1 to 50" in text
     assert "aspect_ratio" in text and "'16:9'" in text
-    assert "stpes" in text and "is not a field" in text and "steps" in text
+    assert "- stpes: is not a field of this model; did you mean 'steps'?" in text
     assert sorted(error.fields) == ["aspect_ratio", "steps", "stpes"]
+    assert [e.get("suggestion") for e in error.errors if e["field"] == "stpes"] == ["steps"]
     assert isinstance(error, ValueError)
 
 

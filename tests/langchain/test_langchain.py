@@ -265,6 +265,7 @@ def test_each_event_loop_gets_a_working_client(emulator: Emulator) -> None:
         ({"prompt": "a fox", "aspect_ratio": "custom"}, ["custom", "width and height"]),
         ({"steps": 10}, ["prompt", "is required"]),
         ({"prompt": "a fox", "colour": "red"}, ["colour", "not a field", "fields: prompt"]),
+        ({"prompt": "a fox", "stpes": 30}, ["- stpes: is not a field", "did you mean 'steps'?"]),
     ],
 )
 async def test_invalid_arguments_name_the_field_and_what_it_allows(

@@ -267,6 +267,11 @@ BAD_ARGUMENTS: list[tuple[dict[str, Any], str, str]] = [
     ({"prompt": PROMPT, "steps": "many"}, "steps", "1 to 50"),
     ({"prompt": PROMPT, "aspect_ratio": "7:3"}, "aspect_ratio", "'16:9'"),
     ({"prompt": PROMPT, "num_outputs": 2}, "num_outputs", "is not a field"),
+    (
+        {"prompt": PROMPT, "stpes": 30},
+        "stpes",
+        "is not a field of this model; did you mean 'steps'?",
+    ),
     ({"prompt": ""}, "prompt", "non-empty"),
     ({"steps": 20}, "prompt", "is required"),
     ({"prompt": PROMPT, "aspect_ratio": "custom", "width": 512}, "custom", "width and height"),
