@@ -9,7 +9,8 @@ A public, documented module, so that a front end (ours or yours) needs nothing p
   and atomic writes, previews for chat clients (:func:`make_preview`);
 - **configuration**: the environment table (:data:`ENVIRONMENT`, the client's and the MCP
   server's variables) and its one reader (:func:`read_environment`), the registry's lookups;
-- **batches**: :func:`load_rows` (rows checked before anything is sent) and the ledger's name;
+- **batches**: :func:`load_rows` / :func:`aload_rows` (rows checked before anything is sent),
+  the names of the ledger and of the report;
 - **commands**: :class:`ArgumentParser`, which answers a mistyped flag with the nearest one.
 
 A chat model, a terminal and a log read the same words, and a fix lands once.
@@ -38,7 +39,7 @@ from ._base.errors import (
     RateLimitError,
     redact,
 )
-from ._base.files import write_text_atomic
+from ._base.files import check_writable, write_text_atomic
 from ._base.media import MEDIA_TYPES, safe_stem
 from ._base.suggest import ArgumentParser
 from ._base.text import safe_text
@@ -46,10 +47,11 @@ from ._base.urls import is_loopback
 from ._domain.images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_URI_PREFIXES
 from ._domain.prediction import GenerationResult, Prediction, Timings, abbreviate
 from ._domain.registry import edit_arguments, edit_spec, known_model, model_spec
-from ._drivers.batch import DEFAULT_CONCURRENCY, load_rows
+from ._drivers.batch import DEFAULT_CONCURRENCY, REPORT_NAME, aload_rows, load_rows
 from ._drivers.client import AsyncFluxClient, FluxClient
 from ._drivers.journal import (
     JOURNAL_DIR,
+    JOURNAL_MARKER,
     RETENTION_SECONDS,
     Journal,
     PendingPrediction,
@@ -307,8 +309,10 @@ __all__ = [
     "IMAGE_DIRS_ENV",
     "IMAGE_URI_PREFIXES",
     "JOURNAL_DIR",
+    "JOURNAL_MARKER",
     "LEDGER_NAME",
     "MEDIA_TYPES",
+    "REPORT_NAME",
     "RETENTION_SECONDS",
     "SERVER_ENVIRONMENT",
     "TOKEN_ENV_VARS",
@@ -323,7 +327,9 @@ __all__ = [
     "Spending",
     "abbreviate",
     "advice",
+    "aload_rows",
     "asave_or_explain",
+    "check_writable",
     "display_name",
     "edit_arguments",
     "edit_spec",

@@ -163,7 +163,8 @@ class FluxTools:
         self.edit_model: type[FluxInput] = edit_arguments(self.edit_spec)
         self.edit_field: str = self.edit_spec.edit_field or ""
         self.store = ImageStore(config.output_dir)
-        self.journal = Journal(config.output_dir)
+        # Only this API's entries: servers on other APIs may share the output folder.
+        self.journal = Journal(config.output_dir, api=config.base_url)
 
     # -- the tools --------------------------------------------------------------------------
 

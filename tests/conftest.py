@@ -24,6 +24,7 @@ FAST = {"latency": 0.3, "queue_time": 0.05}
 SLOW = (
     "tests/cli/test_batch_cli.py::test_ctrl_c_cancels_what_runs_and_the_rerun_finishes",
     "tests/cli/test_batch_cli.py::test_killed_halfway_then_rerun_pays_each_row_once",
+    "tests/cli/test_batch_money.py::test_reads_throttled_during_a_rerun_create_nothing_twice",
     "tests/cli/test_cli_recovery.py::test_a_generate_killed_mid_generation_is_saved_by_resume",
     "tests/cli/test_examples.py::test_demo",
     "tests/client/test_client.py::test_gateway_mode_polls_less_than_a_fixed_half_second",

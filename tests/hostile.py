@@ -65,7 +65,15 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-__all__ = ["MISSING", "Answer", "HostileGateway", "Seen", "tiny_png", "wait_for"]
+__all__ = [
+    "MISSING",
+    "Answer",
+    "HostileGateway",
+    "Seen",
+    "fan_out_schema",
+    "tiny_png",
+    "wait_for",
+]
 
 #: A field value meaning "leave this field out of the answer".
 MISSING: Any = object()
@@ -463,3 +471,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def fan_out_schema(width: int, fields: int) -> dict[str, Any]:
+    """An ``openapi_schema`` whose every field is ``allOf`` ``width`` references, each of them
+    ``allOf`` ``width`` references, three levels deep: resolved naively, ``fields * width**3``
+    merges from a document of ``~70 * width**2`` bytes (14 wide: 21 KB; 50 wide: 230 KB)."""
+
+    def refs(prefix: str) -> dict[str, Any]:
+        return {"allOf": [{"$ref": f"#/components/schemas/{prefix}{j}"} for j in range(width)]}
+
+    leaf = {"type": "string", "enum": ["a", "b"]}
+    schemas: dict[str, Any] = {f"c{i}": dict(leaf) for i in range(width)}
+    schemas.update({f"b{i}": refs("c") for i in range(width)})
+    schemas.update({f"a{i}": refs("b") for i in range(width)})
+    schemas["Input"] = {
+        "type": "object",
+        "properties": {f"f{n}": refs("a") for n in range(fields)},
+    }
+    return {"components": {"schemas": schemas}}

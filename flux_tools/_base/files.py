@@ -11,7 +11,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from .errors import DownloadError
+from .errors import ConfigError, DownloadError
 from .media import image_type
 from .text import safe_text
 
@@ -113,4 +113,33 @@ def write_text_atomic(target: Path, text: str, *, durable: bool = False) -> None
         raise
 
 
-__all__ = ["AtomicFile", "write_text_atomic"]
+#: What :func:`check_writable` writes (and removes): enough that a full disk refuses it.
+PROBE_BYTES = 4096
+
+
+def check_writable(folder: Path, flag: str = "--out") -> None:
+    """Make sure ``folder`` (made if missing) takes a file: write a small hidden one, sync it,
+    remove it. Raises :class:`ConfigError` in one line (a read-only file system, no space left,
+    no permission) before anything is paid for that could not be saved."""
+    name: str | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(dir=folder, prefix=".flux-tools-probe-", suffix=".part")
+        try:
+            view = memoryview(b"\0" * PROBE_BYTES)
+            while view:
+                view = view[os.write(handle, view) :]
+            os.fsync(handle)
+        finally:
+            os.close(handle)
+    except OSError as exc:
+        raise ConfigError(
+            f"{flag} {folder} cannot be written: {exc.strerror or exc}. Nothing was sent: "
+            "choose a folder that can be written and has free space."
+        ) from None
+    finally:
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+
+
+__all__ = ["PROBE_BYTES", "AtomicFile", "check_writable", "write_text_atomic"]

@@ -8,6 +8,7 @@ import base64
 import binascii
 import hashlib
 import re
+import unicodedata
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -51,6 +52,32 @@ def safe_stem(raw: str) -> str:
         slug = f"id-{slug}"
     digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{slug}.{digest}"
+
+
+#: The longest stem :func:`safe_name` gives, in characters and in UTF-8 bytes (file systems
+#: allow 255 bytes a name; room is left for ``-2``, ``_0`` and the extension).
+MAX_NAME_CHARS = 80
+MAX_NAME_BYTES = 160
+_NAME_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+def safe_name(raw: str) -> str | None:
+    """A file stem from a name a person gave (a batch row's ``name``): letters (any script),
+    digits, ``.``, ``_`` and ``-``; anything else (separators, spaces, controls) becomes ``-``.
+    Never hidden (no leading dot) nor an option (no leading dash), never ``..``, bounded
+    (:data:`MAX_NAME_CHARS`), never a Windows device name. None when nothing is left."""
+    text = unicodedata.normalize("NFC", str(raw))
+    text = _NAME_UNSAFE.sub("-", text)
+    text = re.sub(r"\.{2,}", ".", re.sub(r"-{2,}", "-", text)).strip(".-_")
+    text = text[:MAX_NAME_CHARS]
+    while len(text.encode("utf-8")) > MAX_NAME_BYTES:
+        text = text[:-1]
+    text = text.rstrip(".-_")
+    if not text:
+        return None
+    if text.split(".")[0].lower() in _WINDOWS_RESERVED:
+        text = f"{text}-image"
+    return text
 
 
 def output_names(stem: str, count: int) -> list[str]:
@@ -108,10 +135,13 @@ def decode_data_uri(uri: str, max_bytes: int | None = None) -> tuple[bytes, str 
 
 
 __all__ = [
+    "MAX_NAME_BYTES",
+    "MAX_NAME_CHARS",
     "MEDIA_TYPES",
     "decode_data_uri",
     "image_type",
     "output_names",
+    "safe_name",
     "safe_stem",
     "sniff_extension",
 ]

@@ -19,7 +19,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, create_model
@@ -460,6 +460,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+@lru_cache(maxsize=4096)  # called for every row of a batch, a few times each
 def normalize_model_name(model: str) -> str:
     """``flux-pro`` and ``black-forest-labs/flux-pro`` name the same model."""
     model = model.strip().strip("/")

@@ -321,33 +321,82 @@ BoundedInt = Annotated[int, AfterValidator(_int64)]
 Number = Annotated[float, PlainSerializer(_whole, return_type=float | int, when_used="json")]
 
 
-def _resolve(prop: Any, schemas: Mapping[str, Any], depth: int = 0) -> dict[str, Any]:
-    """Merge ``allOf``/``$ref`` parts (Cog puts enums in components) into one property."""
-    if not isinstance(prop, Mapping) or depth > 3:
-        raise SchemaError("a property is not an object")
-    merged: dict[str, Any] = {
-        k: v for k, v in prop.items() if k not in ("allOf", "anyOf", "oneOf", "$ref")
-    }
-    parts = list(prop.get("allOf") or []) + ([{"$ref": prop["$ref"]}] if "$ref" in prop else [])
-    # A nullable field written {"anyOf": [{...}, {"type": "null"}]} (pydantic's style): its
-    # one non-null branch is the field.
-    for key in ("anyOf", "oneOf"):
-        options = prop.get(key)
-        if isinstance(options, list):
-            real = [o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")]
-            if len(real) != 1:
-                raise SchemaError(f"a property has {len(real)} alternatives")
-            parts.append(real[0])
-    for part in parts:
-        if isinstance(part, Mapping) and isinstance(part.get("$ref"), str):
-            target = schemas.get(part["$ref"].rpartition("/")[2])
-            part = _resolve(target, schemas, depth + 1)
-        elif isinstance(part, Mapping):
-            part = _resolve(part, schemas, depth + 1)
-        else:
-            raise SchemaError("an allOf part is not an object")
-        merged = {**part, **merged}  # the property's own default and description win
-    return merged
+#: How much work resolving one schema's ``$ref``/``allOf`` may take: parts of one property (Cog
+#: writes one ``allOf`` part, pydantic two ``anyOf`` options), nesting, and resolution steps in
+#: all (a reference resolved once is remembered). A document that needs more is refused at once:
+#: three levels of 50-way fan-out would otherwise cost 50³ merges per field.
+MAX_PARTS = 8
+MAX_DEPTH = 3
+MAX_RESOLVE_STEPS = 5000
+
+
+class _Resolver:
+    """Merges ``allOf``/``$ref`` parts (Cog puts enums in components) into one property, each
+    reference resolved once, within :data:`MAX_RESOLVE_STEPS` in all."""
+
+    def __init__(self, schemas: Mapping[str, Any]) -> None:
+        self._schemas = schemas
+        self._done: dict[str, dict[str, Any]] = {}
+        self._active: set[str] = set()
+        self.steps = 0
+
+    def _step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_RESOLVE_STEPS:
+            raise SchemaError(
+                f"resolving its $ref/allOf parts takes more than {MAX_RESOLVE_STEPS} steps"
+            )
+
+    def _ref(self, ref: str, depth: int) -> dict[str, Any]:
+        name = ref.rpartition("/")[2]
+        if name in self._done:
+            return self._done[name]
+        if name in self._active:
+            raise SchemaError(f"$ref {name[:40]!r} refers to itself")
+        self._active.add(name)
+        try:
+            resolved = self.resolve(self._schemas.get(name), depth)
+        finally:
+            self._active.discard(name)
+        self._done[name] = resolved
+        return resolved
+
+    def resolve(self, prop: Any, depth: int = 0) -> dict[str, Any]:
+        self._step()
+        if not isinstance(prop, Mapping) or depth > MAX_DEPTH:
+            raise SchemaError("a property is not an object")
+        merged: dict[str, Any] = {
+            k: v for k, v in prop.items() if k not in ("allOf", "anyOf", "oneOf", "$ref")
+        }
+        all_of = prop.get("allOf") or []
+        if not isinstance(all_of, list):
+            raise SchemaError("an allOf is not a list")
+        parts = list(all_of) + ([{"$ref": prop["$ref"]}] if "$ref" in prop else [])
+        # A nullable field written {"anyOf": [{...}, {"type": "null"}]} (pydantic's style): its
+        # one non-null branch is the field.
+        for key in ("anyOf", "oneOf"):
+            options = prop.get(key)
+            if isinstance(options, list):
+                if len(options) > MAX_PARTS:
+                    raise SchemaError(f"a property has {len(options)} {key} options")
+                real = [
+                    o for o in options if not (isinstance(o, Mapping) and o.get("type") == "null")
+                ]
+                if len(real) != 1:
+                    raise SchemaError(f"a property has {len(real)} alternatives")
+                parts.append(real[0])
+        if len(parts) > MAX_PARTS:
+            raise SchemaError(f"a property merges {len(parts)} allOf/$ref parts")
+        for part in parts:
+            if isinstance(part, Mapping) and isinstance(part.get("$ref"), str):
+                self._step()
+                part = self._ref(part["$ref"], depth + 1)
+            elif isinstance(part, Mapping):
+                part = self.resolve(part, depth + 1)
+            else:
+                raise SchemaError("an allOf part is not an object")
+            merged = {**part, **merged}  # the property's own default and description win
+        return merged
 
 
 def _range(prop: Mapping[str, Any]) -> dict[str, Any]:
@@ -436,8 +485,25 @@ def compile_input_model(
 
     ``openapi_schema`` is a model version's ``openapi_schema`` (``components.schemas.Input``
     and the enums it refers to), or a bare ``Input`` object schema. Raises :class:`SchemaError`
-    for a document it will not compile.
+    for a document it will not compile, naming the model; the work it takes is bounded
+    (:data:`MAX_RESOLVE_STEPS`), whatever the document.
     """
+    try:
+        return _compile(model, openapi_schema, name, summary, version, date, source, module)
+    except SchemaError as exc:
+        raise SchemaError(f"the input schema of {model[:200]} was refused: {exc}") from None
+
+
+def _compile(
+    model: str,
+    openapi_schema: Mapping[str, Any],
+    name: str | None,
+    summary: str | None,
+    version: str | None,
+    date: str | None,
+    source: str,
+    module: str,
+) -> type[FluxInput]:
     schemas: Mapping[str, Any]
     components = openapi_schema.get("components")
     if isinstance(components, Mapping) and isinstance(components.get("schemas"), Mapping):
@@ -462,6 +528,7 @@ def compile_input_model(
         return position if isinstance(position, int) else 10**6
 
     fields: dict[str, Any] = {}
+    resolver = _Resolver(schemas)
     resolved: dict[str, dict[str, Any]] = {}
     images: list[ImageField] = []
     for field_name, raw in sorted(properties.items(), key=order):
@@ -473,7 +540,7 @@ def compile_input_model(
             or hasattr(FluxInput, field_name)  # json, copy, image_sources...: would shadow them
         ):
             raise SchemaError(f"field name {str(field_name)[:40]!r} is not usable")
-        prop = resolved[field_name] = _resolve(raw, schemas)
+        prop = resolved[field_name] = resolver.resolve(raw)
         annotation, constraints, image_kind = _annotation(field_name, prop)
         is_required = field_name in required
         description = _describe(model, field_name, prop)
@@ -517,17 +584,22 @@ def compile_input_model(
 # -- what the API's model endpoint says ---------------------------------------------------------
 
 #: Largest model document read from the API (Replicate's are a few tens of kB).
-MAX_DOCUMENT_BYTES = 2 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 1024 * 1024
 _VERSION_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
 def live_input_model(
     model: str, body: bytes, *, name: str | None = None, summary: str | None = None
 ) -> type[FluxInput] | None:
-    """The input model from a ``GET /models/{owner}/{name}`` answer; None if it has none we
-    can use (no version, no schema, or one that does not compile: the snapshot stands)."""
+    """The input model from a ``GET /models/{owner}/{name}`` answer; None if it has none (no
+    version, no schema). Raises :class:`SchemaError`, naming the model, for a document too large
+    or a schema that does not compile (or would cost too much to): the caller falls back to the
+    snapshot. Bounded work whatever the document (see :data:`MAX_RESOLVE_STEPS`)."""
     if len(body) > MAX_DOCUMENT_BYTES:
-        return None
+        raise SchemaError(
+            f"the model document of {model[:200]} is {len(body)} bytes, over the "
+            f"{MAX_DOCUMENT_BYTES} read: refused"
+        )
     try:
         document = json.loads(body)
         version = document["latest_version"]
@@ -552,8 +624,12 @@ def live_input_model(
             else None,
             source="live",
         )
-    except (SchemaError, TypeError, ValueError, RecursionError):
-        return None
+    except SchemaError:
+        raise
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SchemaError(
+            f"the input schema of {model[:200]} was refused: {type(exc).__name__}"
+        ) from None
 
 
 def _label(loc: tuple[int | str, ...]) -> str:

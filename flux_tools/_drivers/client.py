@@ -40,7 +40,7 @@ from .._protocol.actions import (
     Sleep,
 )
 from .._protocol.flows import CLEANUP_SECONDS, PredictionFlows, Running
-from .._protocol.listing import list_predictions
+from .._protocol.listing import PredictionList, list_predictions
 from .._settings.environment import DEFAULT_BASE_URL, DEFAULT_TIMEOUT
 from .._settings.settings import Settings
 from .._version import __version__
@@ -333,9 +333,10 @@ class FluxClient(_ClientConfig):
     def get(self, prediction_id: str) -> Prediction:
         return self._run(self._flows.get(prediction_id))
 
-    def list_predictions(self, *, created_after: datetime) -> list[Prediction]:
+    def list_predictions(self, *, created_after: datetime) -> PredictionList:
         """The account's predictions created after ``created_after``, newest first (every page
-        the API gives, up to a bound). Raises :class:`FluxAPIError` when the API cannot list."""
+        the API gives, up to a bound; ``.complete`` says whether it was read to its end).
+        Raises :class:`FluxAPIError` when the API cannot list."""
         return self._run(list_predictions(self._flows.requests, created_after))
 
     def model_schema(
@@ -653,9 +654,10 @@ class AsyncFluxClient(_ClientConfig):
     async def get(self, prediction_id: str) -> Prediction:
         return await self._run(self._flows.get(prediction_id))
 
-    async def list_predictions(self, *, created_after: datetime) -> list[Prediction]:
+    async def list_predictions(self, *, created_after: datetime) -> PredictionList:
         """The account's predictions created after ``created_after``, newest first (every page
-        the API gives, up to a bound). Raises :class:`FluxAPIError` when the API cannot list."""
+        the API gives, up to a bound; ``.complete`` says whether it was read to its end).
+        Raises :class:`FluxAPIError` when the API cannot list."""
         return await self._run(list_predictions(self._flows.requests, created_after))
 
     async def model_schema(

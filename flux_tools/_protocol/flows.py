@@ -250,8 +250,9 @@ class PredictionFlows:
         model = current.model if current and current.model else self.model
         previous: float | None = None
         try:
-            if current is None:
-                current = yield from self.get(str(prediction), deadline=soft_end)
+            if current is None:  # known by its id only (a resumed one): as persistent as
+                # any poll, the first read retries a 429 or a 5xx up to the end of the wait
+                current = yield from self.get(str(prediction), deadline=soft_end, persistent=True)
                 model = current.model or model  # learn under the model it really is
             while True:
                 yield Report(current)

@@ -14,14 +14,28 @@ from .requests import Requests
 MAX_LIST_PAGES = 100
 
 
-def list_predictions(requests: Requests, after: datetime) -> Flow[list[Prediction]]:
+class PredictionList(list[Prediction]):
+    """The predictions a listing gave, newest first, and whether it was read to its end.
+
+    ``complete``: every page was read, down to a prediction older than the listing's
+    ``created_after``, or to the last page (no ``next``). False when the listing was cut short:
+    the page limit, or a ``next`` page on another origin (not followed: the token goes nowhere
+    else); ``cut`` says which. A complete listing may still prove little: a gateway that lists
+    nothing answers an empty one (see :func:`flux_tools._domain.batch.never_sent`).
+    """
+
+    complete: bool = True
+    cut: str | None = None
+
+
+def list_predictions(requests: Requests, after: datetime) -> Flow[PredictionList]:
     """The account's predictions created after ``after``, newest first (all pages)."""
     stamp = after.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     url: str | None = f"{requests.base_url}/predictions?created_after={stamp}"
-    found: list[Prediction] = []
+    found = PredictionList()
     for _ in range(MAX_LIST_PAGES):
         if url is None:
-            break
+            return found
         reply = yield from requests.send(Call("GET", url, "get"), deadline=None)
         try:
             page = json.loads(reply.body)
@@ -45,11 +59,17 @@ def list_predictions(requests: Requests, after: datetime) -> Flow[list[Predictio
                 created = created if created.tzinfo else created.replace(tzinfo=timezone.utc)
                 oldest = created if oldest is None else min(oldest, created)
         if oldest is not None and oldest < after:
-            break
+            return found
         advertised = page.get("next")
+        if not isinstance(advertised, str) or not advertised:
+            return found  # the last page
         # Followed only on the configured origin (the token goes nowhere else).
-        url = (requests.follow(advertised, "") or None) if isinstance(advertised, str) else None
+        url = requests.follow(advertised, "") or None
+        if url is None:
+            found.complete, found.cut = False, "its next page is on another origin"
+            return found
+    found.complete, found.cut = False, f"more than {MAX_LIST_PAGES} pages"
     return found
 
 
-__all__ = ["MAX_LIST_PAGES", "list_predictions"]
+__all__ = ["MAX_LIST_PAGES", "PredictionList", "list_predictions"]

@@ -5,13 +5,14 @@ anything is sent, and every image source (a path, a ``data:`` URI, a prediction 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .._base.errors import FluxAPIError, FluxConnectionError, FluxInputError
+from .._base.errors import FluxAPIError, FluxConnectionError, FluxInputError, SchemaError
 from .._domain.images import check_image_uri, data_uri_size, source_kind
 from .._domain.inputs import FluxInput
 from .._domain.registry import ModelSpec, normalize_model_name, spec_or_none
@@ -23,6 +24,8 @@ from .requests import Requests
 #: and how long after a failed fetch (a 5xx, no connection) it is not tried again.
 SCHEMA_SECONDS = 5.0
 SCHEMA_RETRY_SECONDS = 300.0
+
+logger = logging.getLogger("flux_tools")
 
 
 class Payloads:
@@ -37,6 +40,8 @@ class Payloads:
         self._schema_retry_at: dict[str, float] = {}
         #: Whether the API's model endpoint is asked for schemas (see ``model_schema``).
         self.live_schemas = True
+        #: Why a model's live schema was refused (:class:`SchemaError`'s text), by model.
+        self.refused: dict[str, str] = {}
 
     def input_model(self, model: str) -> type[FluxInput] | None:
         """The input model ``model`` is validated with now: its live schema once fetched (see
@@ -207,12 +212,19 @@ class Payloads:
         except FluxConnectionError:
             self._schema_retry_at[model] = self._clock() + SCHEMA_RETRY_SECONDS
             return snapshot
-        live = live_input_model(
-            model,
-            reply.body,
-            name=snapshot.__name__ if snapshot else None,
-            summary=snapshot.__doc__ if snapshot else None,
-        )
+        try:
+            live = live_input_model(
+                model,
+                reply.body,
+                name=snapshot.__name__ if snapshot else None,
+                summary=snapshot.__doc__ if snapshot else None,
+            )
+        except SchemaError as exc:  # refused at once, whatever it would have cost
+            logger.warning(
+                "%s; %s", exc, "using the package's snapshot" if snapshot else "not validated here"
+            )
+            self.refused[model] = str(exc)
+            live = None
         self._live_schemas[model] = live
         return live or snapshot
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from flux_tools import (
+    FluxAPIError,
     FluxClient,
     FluxError,
     FluxInputError,
@@ -28,11 +29,13 @@ from flux_tools import (
     Settings,
 )
 from flux_tools.kit import (
+    RETENTION_SECONDS,
     ArgumentParser,
     Journal,
     PendingPrediction,
     Progress,
     abbreviate,
+    check_writable,
     error_text,
     known_model,
     safe_text,
@@ -141,11 +144,6 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
     """``generate`` and ``edit``: one client call, progress, save, print."""
     values = {name: getattr(args, name) for name in fields if getattr(args, name) is not None}
     out = None if args.no_save else Path(args.out).expanduser().resolve()
-    journal = None
-    if out is not None:
-        journal = Journal(out)
-        _remind_pending(journal, out)
-    progress = TerminalProgress(sys.stderr, args.model, journal)
     editing = args.command == "edit"
     images = _edit_images(args) if editing else []
     # The images named on the command line are the user's choice: their folders may be read.
@@ -153,6 +151,14 @@ def _run(args: argparse.Namespace, fields: list[str]) -> int:
     # No Prefer: wait here: a person at a terminal wants progress, and a prediction whose id we
     # know can be canceled on Ctrl-C.
     settings = Settings.from_env(sync_wait=0, timeout=args.timeout, image_dirs=image_dirs)
+    journal = None
+    if out is not None:
+        # Nothing is paid for that could not be saved, nor journaled until it is.
+        check_writable(out)
+        journal = Journal(out, api=settings.base_url)
+        journal.check()
+        _remind_pending(journal, out)
+    progress = TerminalProgress(sys.stderr, args.model, journal)
     result: GenerationResult | None = None
     with FluxClient(settings=settings) as client:
         try:
@@ -215,14 +221,22 @@ def _resume(args: argparse.Namespace, fields: list[str]) -> int:
     """``resume``: save the images of the predictions journaled in ``--out`` and not saved
     (the command was killed, or the download failed). Watched, never canceled."""
     out = Path(args.out).expanduser().resolve()
-    journal = Journal(out)
+    settings = Settings.from_env(sync_wait=0, timeout=args.timeout)
+    journal = Journal(out, api=settings.base_url)
+    journal.check()
     live, expired = journal.take_up()
     for entry in expired:
         print(entry.expired_text(), file=sys.stderr)
+    others = journal.others()
+    if others:
+        print(
+            f"flux-tools: {len(others)} prediction(s) of another API are left for it "
+            f"({', '.join(sorted({safe_text(e.api or '?', 200) for e in others}))})",
+            file=sys.stderr,
+        )
     if not live:
         print(f"flux-tools: nothing to resume in {out}", file=sys.stderr)
         return 0
-    settings = Settings.from_env(sync_wait=0, timeout=args.timeout)
     kept = 0
     summaries = []
     with FluxClient(settings=settings) as client:
@@ -238,7 +252,7 @@ def _resume(args: argparse.Namespace, fields: list[str]) -> int:
                 progress.done()
                 dropped = journal.settle(entry.prediction_id, exc, owner=False)
                 kept += not dropped
-                state = "it is over, dropped" if dropped else "kept for another try"
+                state = "it is over, dropped" if dropped else _kept(exc, entry)
                 text = error_text(exc, tool="flux-tools resume")
                 print(f"prediction {pid}: {text} ({state})", file=sys.stderr)
                 continue
@@ -257,6 +271,17 @@ def _resume(args: argparse.Namespace, fields: list[str]) -> int:
     if args.json:
         print(json.dumps(summaries, indent=2))
     return EXIT_FAILED if kept else 0
+
+
+def _kept(error: FluxError, entry: PendingPrediction) -> str:
+    """Why an entry stays, and until when."""
+    left = max(0, round((RETENTION_SECONDS - entry.age()) / 60))
+    if isinstance(error, FluxAPIError) and error.status == 404:
+        return (
+            "kept: the API at FLUX_BASE_URL does not know it; if that is not the API that "
+            f"created it, set FLUX_BASE_URL and run resume again (kept {left} more minutes)"
+        )
+    return f"kept for another try (for {left} more minutes)"
 
 
 def _edit_images(args: argparse.Namespace) -> list[str]:

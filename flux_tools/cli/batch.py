@@ -12,8 +12,23 @@ from typing import Any, TextIO
 
 import anyio
 
-from flux_tools import AsyncFluxClient, BatchReport, BatchStatus, FluxInputError, agenerate_many
-from flux_tools.kit import DEFAULT_CONCURRENCY, LEDGER_NAME, load_rows
+from flux_tools import (
+    AsyncFluxClient,
+    BatchReport,
+    BatchStatus,
+    FluxError,
+    FluxInputError,
+    agenerate_many,
+)
+from flux_tools.kit import (
+    DEFAULT_CONCURRENCY,
+    LEDGER_NAME,
+    REPORT_NAME,
+    aload_rows,
+    check_writable,
+    error_text,
+    safe_text,
+)
 
 
 class ProgressBar:
@@ -71,9 +86,11 @@ def add_batch_parser(commands: Any, model: str) -> Any:
         "batch",
         help="generate one image per row of a JSONL or CSV file, resumably",
         description="Generate one image (set) per row of FILE (JSON lines or CSV with a header; "
-        "any of the model's input fields as columns, and optionally model) into DIR. The "
-        f"ledger DIR/{LEDGER_NAME} records every step: run the same command again after a "
-        "crash or Ctrl-C and it resumes, never paying twice for a row.",
+        "any of the model's input fields as columns, and optionally model, and name: the "
+        "row's file name) into DIR. The ledger DIR/"
+        f"{LEDGER_NAME} records every step: run the same command again after a crash or "
+        "Ctrl-C and it resumes, never paying twice for a row. Each run writes "
+        f"DIR/{REPORT_NAME}.csv: every row's name, files, prediction, cost, status and error.",
     )
     batch.add_argument("file", metavar="FILE", help="rows: .jsonl (one JSON object a line) or .csv")
     batch.add_argument("--out", required=True, metavar="DIR", help="where images and ledger go")
@@ -89,6 +106,13 @@ def add_batch_parser(commands: Any, model: str) -> Any:
         "--budget", type=float, default=None, metavar="USD", help="most the whole batch may cost"
     )
     batch.add_argument("--timeout", type=float, default=300.0, help="seconds per generation")
+    batch.add_argument(
+        "--name",
+        metavar="TEMPLATE",
+        default=None,
+        help="name each row's files from its fields, e.g. '{sku}-{seed}' (columns only the "
+        "template uses are not sent); default: the row's name column, else the prediction id",
+    )
     batch.add_argument("--dry-run", action="store_true", help="check the rows, print the cost")
     batch.add_argument("--json", action="store_true", help="print the report as JSON")
     batch.add_argument(
@@ -120,14 +144,26 @@ def run_batch_command(args: Any, _fields: Sequence[str] = ()) -> int:
         if args.budget is not None and args.budget < 0:
             raise FluxInputError("--budget must be an amount in USD >= 0")
         async with AsyncFluxClient(sync_wait=0, timeout=args.timeout) as client:
-            prepared = load_rows(client, args.file, model=args.model)
+            prepared = await aload_rows(
+                client, args.file, model=args.model, name_template=args.name
+            )
+            unchecked = sorted({r.model for r in prepared if client.input_model(r.model) is None})
+            for model in unchecked:
+                print(
+                    f"batch: rows of {safe_text(model, 200)} are not checked here: the API "
+                    "publishes no schema flux-tools can use for it (the API checks each create)",
+                    file=sys.stderr,
+                )
             estimates = [client.estimate(r.input, model=r.model) for r in prepared]
             known = sum(e for e in estimates if e is not None)
             unknown = sum(e is None for e in estimates)
             priced = f" ({unknown} rows of unknown price)" if unknown else ""
             if args.dry_run:
-                print(f"{len(prepared)} rows are valid; estimated cost ${known:.2f}{priced}")
+                valid = "are valid" if not unchecked else "were read"
+                print(f"{len(prepared)} rows {valid}; estimated cost ${known:.2f}{priced}")
                 return
+            # Nothing is paid for that could not be saved: the folder must take files.
+            check_writable(out)
             print(
                 f"batch: {len(prepared)} rows, estimated ${known:.2f} in all{priced}; "
                 f"ledger {out / LEDGER_NAME}",
@@ -160,6 +196,14 @@ def run_batch_command(args: Any, _fields: Sequence[str] = ()) -> int:
             file=sys.stderr,
         )
         return 130
+    except FluxError as exc:  # the ledger or the folder cannot be written: one line, no trace
+        bar.done()
+        print(f"flux-tools batch: {error_text(exc, tool='flux-tools batch')}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        bar.done()
+        print(f"flux-tools batch: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     finally:
         bar.done()
     if args.dry_run:
@@ -171,11 +215,18 @@ def run_batch_command(args: Any, _fields: Sequence[str] = ()) -> int:
         for outcome in sorted(report.rows, key=lambda o: o.row):
             if outcome.status in ("failed", "refused", "unresolved"):
                 print(f"row {outcome.row}: {outcome.status}: {outcome.error}", file=sys.stderr)
+        for pid in report.unmatched:
+            print(
+                f"prediction {safe_text(pid, 100)}: read in a damaged line of the ledger, and "
+                "matches no row: it may be billed; look it up",
+                file=sys.stderr,
+            )
         status = report.status
         print(
             f"batch: {status.line()}; {status.created} predictions created by this run"
             + (f", {status.skipped} rows already done" if status.skipped else "")
-            + (f", {status.recovered} recovered" if status.recovered else ""),
+            + (f", {status.recovered} recovered" if status.recovered else "")
+            + f"; report {out / (REPORT_NAME + '.csv')}",
             file=sys.stderr,
         )
     return 0 if report.ok else 1

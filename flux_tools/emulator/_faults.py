@@ -41,6 +41,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 )
 
 
+#: Actions only the ``list`` endpoint takes (see :class:`Fault`).
+LIST_ACTIONS = ("empty", "cut")
+
+
 @dataclass
 class Fault:
     """One scripted failure of the requests that reach ``endpoint`` (one of ``ENDPOINTS``, or
@@ -48,6 +52,9 @@ class Fault:
 
     ``action`` is an HTTP status as text (``"429"``, ``"503"``...), ``"drop"`` (close the
     connection without answering) or ``"slow"`` (wait ``delay`` seconds, then answer normally).
+    For the ``list`` endpoint, as gateways answer ``GET /predictions``: ``"empty"`` (a list with
+    no prediction at all, as a gateway that does not really list answers) and ``"cut"`` (the
+    page as it is, but without its ``next`` link: a listing that stops short).
     """
 
     endpoint: FaultEndpoint
@@ -59,11 +66,15 @@ class Fault:
     def __post_init__(self) -> None:
         if self.endpoint not in (*ENDPOINTS, "any"):
             raise ValueError(f"unknown fault endpoint {self.endpoint!r}")
-        if self.action not in ("drop", "slow") and not (
+        if self.action in LIST_ACTIONS:
+            if self.endpoint != "list":
+                raise ValueError(f"fault action {self.action!r} is for the list endpoint only")
+        elif self.action not in ("drop", "slow") and not (
             self.action.isdigit() and 400 <= int(self.action) <= 599
         ):
             raise ValueError(
-                f"fault action must be a 4xx/5xx status, drop or slow: {self.action!r}"
+                "fault action must be a 4xx/5xx status, drop or slow (list: also empty, cut): "
+                f"{self.action!r}"
             )
         if self.times is not None and self.times < 0:
             raise ValueError("fault times must be >= 0 (or None for forever)")

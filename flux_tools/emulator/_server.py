@@ -44,7 +44,7 @@ import h11
 import httpx2
 
 from . import _catalog, _images, _uploads, _webhooks
-from ._faults import Endpoint, Fault, FaultBook
+from ._faults import LIST_ACTIONS, Endpoint, Fault, FaultBook
 from ._ratelimit import Bucket, Decision, Limiter, throttled_detail
 from ._state import (
     STREAM_PATH,
@@ -576,8 +576,12 @@ class Server:
 
     async def _list(self, request: _Incoming) -> Reply:
         """Newest first, ``page_size`` a page, with ``next``/``previous`` cursor URLs."""
-        await self._apply(self._faults.take("list"))
+        fault = self._faults.take("list")
+        if fault is None or fault.action not in LIST_ACTIONS:
+            await self._apply(fault)
         self._admit(request, "reads")
+        if fault is not None and fault.action == "empty":
+            return Reply.json(200, {"next": None, "previous": None, "results": []})
         after = self._time_filter(request, "created_after")
         before = self._time_filter(request, "created_before")
         cursor = (request.query.get("cursor") or [""])[0]
@@ -612,8 +616,9 @@ class Server:
         if start > 0:
             back = max(0, start - self._page_size)
             previous = link(matching[back - 1].seq) if back > 0 else link(matching[0].seq + 1)
+        cut = fault is not None and fault.action == "cut"
         doc = {
-            "next": link(page[-1].seq) if more and page else None,
+            "next": link(page[-1].seq) if more and page and not cut else None,
             "previous": previous,
             "results": results,
         }

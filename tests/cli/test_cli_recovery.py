@@ -128,8 +128,97 @@ def test_resume_drops_what_cannot_be_had_and_keeps_what_may_yet(
     resumed = run(emulator, "resume", "--out", str(tmp_path), "--timeout", "1")
     assert resumed.returncode == 1
     assert "prediction oldprediction1 was created 120 minutes ago" in resumed.stderr
+    # A 404 is no proof that it is over (a wrong base URL says it too): kept for its hour.
     assert "prediction unknownprediction1:" in resumed.stderr
-    assert "it is over, dropped" in resumed.stderr
+    assert "kept: the API at FLUX_BASE_URL does not know it" in resumed.stderr
     assert f"prediction {hanging}:" in resumed.stderr and "kept for another try" in resumed.stderr
-    assert [e.prediction_id for e in journal.entries()] == [hanging]
+    assert sorted(e.prediction_id for e in journal.entries()) == sorted(
+        ["unknownprediction1", hanging]
+    )
     assert emulator.stats.cancels == cancels  # resume only watches
+
+
+def test_resume_on_the_wrong_base_url_keeps_the_entry_for_the_right_one(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """The base URL's path is wrong (same host): every id is a 404 there. The entry stays,
+    the command says what to check and fails; on the right base URL the image is saved."""
+    emulator.add_fault(Fault("file", "404", times=None))
+    failed = run(emulator, "generate", "a red kite", "--out", str(tmp_path))
+    assert failed.returncode == 1
+    [entry] = Journal(tmp_path).entries()
+    emulator.clear_faults()
+    wrong = {**cli_env(emulator), "FLUX_BASE_URL": emulator.origin + "/v2"}
+    resumed = subprocess.run(
+        [sys.executable, "-m", "flux_tools", "resume", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=wrong,
+    )
+    assert resumed.returncode == 1, resumed.stderr
+    assert "does not know it" in resumed.stderr and "FLUX_BASE_URL" in resumed.stderr
+    assert [e.prediction_id for e in Journal(tmp_path).entries()] == [entry.prediction_id]
+    # Another API (another origin) does not even see it: it is left for its own.
+    other = {**cli_env(emulator), "FLUX_BASE_URL": "http://127.0.0.1:9/v1"}
+    elsewhere = subprocess.run(
+        [sys.executable, "-m", "flux_tools", "resume", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=other,
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert "1 prediction(s) of another API are left for it" in elsewhere.stderr
+    right = run(emulator, "resume", "--out", str(tmp_path))
+    assert right.returncode == 0, right.stderr
+    assert [p.stem for p in images_in(tmp_path)] == [entry.prediction_id]
+    assert journal_files(tmp_path) == [] and emulator.stats.creates == 1
+
+
+def plant_project(folder: Path) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {
+        "package.json": b'{"name": "my-project", "version": "1.0.0"}\n',
+        "tsconfig.json": b'{"compilerOptions": {}}\n',
+        "settings.json": b"{\n  // a comment: not JSON\n}\n",
+    }
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return files
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_journal_folder_that_is_a_link_is_refused_and_nothing_is_deleted(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """``images/.flux-journal -> ../my-project``: generate and resume refuse in one line, before
+    anything is paid for, and the project's files are all there."""
+    project = plant_project(tmp_path / "my-project")
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / JOURNAL_DIR).symlink_to("../my-project")
+    for args in (("generate", "a fox"), ("resume",)):
+        done = run(emulator, *args, "--out", str(images))
+        assert done.returncode == 1, done.stderr
+        assert "is a symbolic link" in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) <= 2, done.stderr  # the error, advice
+    assert contents(tmp_path / "my-project") == project
+    assert emulator.stats.creates == 0
+
+
+def test_a_journal_link_to_the_output_folder_deletes_no_sidecar(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    done = run(emulator, "generate", "a calm sea", "--out", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "notes.json").write_text("{ not json")
+    (tmp_path / "0123456789abcdef0123456789abcdef.json").write_text('{"prediction_id": 1}')
+    before = contents(tmp_path)
+    (tmp_path / JOURNAL_DIR).symlink_to(".")
+    resumed = run(emulator, "resume", "--out", str(tmp_path))
+    assert resumed.returncode == 1 and "is a symbolic link" in resumed.stderr
+    assert contents(tmp_path) == before

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,51 @@ async def test_bad_rows_are_refused_before_anything_is_sent(
     assert emulator.stats.creates == 0
 
 
+async def test_the_first_read_of_a_resumed_prediction_outlasts_a_burst_of_503s(
+    make_emulator: MakeEmulator, run_batch: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Known by its id only, a prediction's first read is as persistent as any poll: six 503s
+    in a row (more than the retries of a single request) do not send the row back to create."""
+    emulator = make_emulator(honor_prefer_wait=False)
+    row = {"prompt": "created before the crash", "seed": 4}
+    async with AsyncFluxClient("t", base_url=emulator.base_url) as client:
+        prediction = await client.create(row)
+    out = tmp_path / "out"
+    out.mkdir()
+    key = f"{input_hash('black-forest-labs/flux-pro', row)}-0"
+    created = {"event": "created", "key": key, "row": 1, "prediction_id": prediction.id}
+    (out / LEDGER_NAME).write_text(intent_line(row, 1) + json.dumps(created) + "\n")
+    emulator.add_fault(Fault("get", "503", times=6, retry_after=0.05))
+    report = await run_batch(emulator, [row], out)
+    assert report.ok and report.status.created == 0
+    assert emulator.stats.predictions_created == 1
+
+
+@pytest.mark.parametrize("status", ["401", "404", "429"])
+async def test_a_resumed_prediction_that_cannot_be_read_keeps_its_id(
+    make_emulator: MakeEmulator, run_batch: Callable[..., Any], tmp_path: Path, status: str
+) -> None:
+    emulator = make_emulator(honor_prefer_wait=False)
+    row = {"prompt": "created before the crash", "seed": 5}
+    async with AsyncFluxClient("t", base_url=emulator.base_url) as client:
+        prediction = await client.create(row)
+    out = tmp_path / "out"
+    out.mkdir()
+    key = f"{input_hash('black-forest-labs/flux-pro', row)}-0"
+    created = {"event": "created", "key": key, "row": 1, "prediction_id": prediction.id}
+    (out / LEDGER_NAME).write_text(intent_line(row, 1) + json.dumps(created) + "\n")
+    emulator.add_fault(Fault("get", status, times=None, retry_after=0.05))
+    report = await run_batch(emulator, [row], out, timeout=2)
+    (outcome,) = report.rows
+    assert outcome.status == "failed" and outcome.prediction_id == prediction.id
+    assert "the prediction is not created again" in (outcome.error or "")
+    assert emulator.stats.predictions_created == 1
+    emulator.clear_faults()
+    again = await run_batch(emulator, [row], out)
+    assert again.ok and again.rows[0].prediction_id == prediction.id
+    assert emulator.stats.predictions_created == 1
+
+
 async def test_a_created_prediction_is_waited_for_never_created_again(
     make_emulator: MakeEmulator, run_batch: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -135,30 +181,33 @@ async def test_a_created_prediction_is_waited_for_never_created_again(
     assert outcome.prediction_id == prediction.id and outcome.status == "saved"
 
 
+def intent_line(row: dict[str, Any], number: int, at: datetime | None = None) -> str:
+    event = {
+        "event": "intent",
+        "key": f"{input_hash('black-forest-labs/flux-pro', row)}-0",
+        "row": number,
+        "at": (at or datetime.now(timezone.utc)).isoformat(),
+    }
+    return json.dumps(event) + "\n"
+
+
 async def test_an_unanswered_create_is_found_among_the_accounts_predictions(
     make_emulator: MakeEmulator, run_batch: Callable[..., Any], tmp_path: Path
 ) -> None:
     """Intent written, create sent, answer never seen: the prediction with exactly the row's
-    input is adopted (listing the account's predictions); the other row, never sent, is."""
+    input is adopted (listing the account's predictions); the other row, never sent (the
+    listing reaches back past its intent: an older prediction is in it), is."""
     emulator = make_emulator(honor_prefer_wait=False)
     sent = {"prompt": "sent, answer lost", "seed": 11}
     unsent = {"prompt": "died before sending", "seed": 12}
     async with AsyncFluxClient("t", base_url=emulator.base_url) as client:
         await client.create({"prompt": "someone else's, similar", "seed": 11})
+        await asyncio.sleep(0.05)
+        out = tmp_path / "out"
+        out.mkdir()
+        (out / LEDGER_NAME).write_text(intent_line(sent, 1) + intent_line(unsent, 2))
         lost = await client.create(sent)
         await client.create({"prompt": "sent, answer lost", "seed": 11, "steps": 30})
-    out = tmp_path / "out"
-    out.mkdir()
-    intents = [
-        {
-            "event": "intent",
-            "key": f"{input_hash('black-forest-labs/flux-pro', r)}-0",
-            "row": n,
-            "at": "2026-01-01T00:00:00+00:00",
-        }
-        for n, r in ((1, sent), (2, unsent))
-    ]
-    (out / LEDGER_NAME).write_text("".join(json.dumps(e) + "\n" for e in intents))
     before = emulator.stats.predictions_created
     report = await run_batch(emulator, [sent, unsent], out)
     assert report.ok and report.status.recovered == 1 and report.status.created == 1
@@ -166,6 +215,47 @@ async def test_an_unanswered_create_is_found_among_the_accounts_predictions(
     assert emulator.stats.lists >= 1
     by_row = {o.row: o for o in report.rows}
     assert by_row[1].prediction_id == lost.id
+
+
+@pytest.mark.parametrize(
+    "listing",
+    [
+        "empty",  # a gateway that answers an empty list
+        "cut",  # pages without their next link: only the newest are seen
+        "newer only",  # a listing that never reaches back past the intent
+        "page limit",  # more pages than are read
+        "404",  # no listing at all
+    ],
+)
+async def test_an_unanswered_create_is_sent_again_only_on_positive_evidence(
+    make_emulator: MakeEmulator, run_batch: Callable[..., Any], tmp_path: Path, listing: str
+) -> None:
+    """A listing without the create proves nothing unless it is whole and reaches back past
+    the intent: otherwise the row is unresolved, and not sent again."""
+    emulator = make_emulator(honor_prefer_wait=False, page_size=1 if listing != "empty" else 100)
+    rows = [{"prompt": f"maybe created {i}", "seed": i} for i in range(3)]
+    out = tmp_path / "out"
+    out.mkdir()
+    async with AsyncFluxClient("t", base_url=emulator.base_url) as client:
+        if listing != "newer only":
+            await client.create({"prompt": "an older prediction of the account"})
+            await asyncio.sleep(0.05)
+        (out / LEDGER_NAME).write_text("".join(intent_line(r, n) for n, r in enumerate(rows, 1)))
+        for i in range(101 if listing == "page limit" else 2):
+            await client.create({"prompt": f"a newer one {i}"})
+    if listing in ("empty", "cut", "404"):
+        emulator.add_fault(Fault("list", listing, times=None))
+    before = emulator.stats.predictions_created
+    report = await run_batch(emulator, rows, out)
+    assert report.status.unresolved == 3 and not report.ok
+    assert emulator.stats.predictions_created == before  # nothing sent again
+    assert all("not sent again" in (o.error or "") for o in report.rows)
+    # The same batch on an API that lists it all: now the rows are proven never sent.
+    emulator.clear_faults()
+    if listing in ("newer only", "page limit"):
+        return  # the listing itself stays as it is
+    fine = await run_batch(emulator, rows, out)
+    assert fine.ok and emulator.stats.predictions_created == before + 3
 
 
 async def test_without_a_listing_an_unanswered_create_is_not_sent_again(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from flux_tools._domain.schemas import snapshot_document, snapshot_schema
 from flux_tools.emulator import Emulator
 
 from ..conftest import Flux
-from ..hostile import Answer, HostileGateway
+from ..hostile import Answer, HostileGateway, fan_out_schema
 
 MakeFlux = Callable[..., Flux]
 URL = "https://example.com/ref.png"
@@ -255,3 +256,29 @@ async def test_a_failing_model_endpoint_is_not_asked_at_every_call(
             await flux("generate", prompt="x", input_images=[URL] * 9)
     assert model_gets(hostile, path) == 1  # the snapshot stands; asked again only later
     assert creates(hostile) == []
+
+
+@pytest.mark.parametrize(("width", "fields"), [(12, 10), (48, 20)])
+async def test_a_hostile_fan_out_schema_is_refused_fast_and_the_snapshot_stands(
+    make_flux: MakeFlux,
+    hostile: HostileGateway,
+    caplog: pytest.LogCaptureFixture,
+    width: int,
+    fields: int,
+) -> None:
+    """16 KB and 216 KB of three-level allOf fan-out, served for a registry model and for one
+    outside it: refused at once (the async client's event loop is never blocked for long);
+    the snapshot judges the registry model, the server the other."""
+    document = model_document(fan_out_schema(width, fields))
+    hostile.on("GET", "/v1/models/black-forest-labs/flux-2-pro", Answer.json(document))
+    hostile.on("GET", "/v1/models/acme/sketch", Answer.json(document))
+    flux = make_flux(base_url=hostile.base_url, model="flux-2-pro", timeout=5)
+    started = time.perf_counter()
+    with pytest.raises(FluxInputError, match="at most 8"):
+        await flux("generate", prompt="x", input_images=[URL] * 9)
+    assert await flux("model_schema", "acme/sketch") is None
+    assert time.perf_counter() - started < 1.0
+    assert creates(hostile) == []
+    refusals = [r.getMessage() for r in caplog.records if "was refused" in r.getMessage()]
+    assert any("input schema of acme/sketch was refused" in r for r in refusals)
+    assert any("black-forest-labs/flux-2-pro was refused" in r for r in refusals)

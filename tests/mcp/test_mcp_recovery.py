@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from flux_tools import FluxClient
 from flux_tools.emulator import Emulator
 from flux_tools.kit import JOURNAL_DIR, Journal, PendingPrediction
 
@@ -121,8 +122,9 @@ def test_entries_past_the_providers_retention_are_dropped_with_a_log_line(
     env = server_env(emulator.base_url, images)
     with server_process([], env, tmp_path, stdio=True) as server:
         server.wait_for_stderr(rf"prediction {old_id} was created 120 minutes ago.*retention")
-        assert "removed an unreadable journal entry: garbage.json" in server.stderr
-    assert journal_files(images) == []
+        assert "left alone in the journal folder: garbage.json is not a journal" in server.stderr
+    # The expired entry is gone; a file that is no entry is never deleted.
+    assert [p.name for p in journal_files(images)] == ["garbage.json"]
     assert emulator.stats.requests == []  # nothing asked of the API for it
 
 
@@ -164,3 +166,43 @@ def test_a_crash_loses_no_running_prediction_it_did_not_own(
     assert emulator.prediction_json(pid)["status"] == "processing"
     assert emulator.stats.cancels == 0
     assert len(journal_files(images)) == 1  # still to be resumed by the next start
+
+
+def test_servers_on_two_apis_sharing_a_folder_each_save_their_own(
+    make_emulator: Callable[..., Emulator], tmp_path: Path
+) -> None:
+    """Two servers on different APIs, one output folder: each takes up only its own API's
+    entries. Server A never watches (nor drops, on a 404) the prediction made on B."""
+    first, second = make_emulator(), make_emulator()
+    images = tmp_path / "images"
+    with FluxClient(base_url=second.base_url, api_token="t") as client:
+        made = client.create(prompt="made on the second API [emulator:latency=0.5]")
+    Journal(images, api=second.base_url).add(
+        PendingPrediction(made.id, "black-forest-labs/flux-pro", time.time())
+    )
+    with server_process([], server_env(first.base_url, images), tmp_path, stdio=True) as a:
+        a.initialize()
+        a.call_tool(1, "list_models", {})
+        a.receive(1)
+        time.sleep(1.0)  # what a start would resume has been started by now
+    assert first.stats.requests == [] and len(journal_files(images)) == 1
+    with server_process([], server_env(second.base_url, images), tmp_path, stdio=True) as b:
+        b.wait_for_stderr(rf"resumed prediction {made.id}: its image is saved")
+    assert [p.stem for p in images_in(images)] == [made.id]
+    assert journal_files(images) == [] and second.stats.creates == 1
+
+
+def test_a_journal_folder_that_is_a_link_is_left_alone_at_start(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    project = tmp_path / "my-project"
+    project.mkdir()
+    files = {"package.json": b'{"name": "x"}', "tsconfig.json": b"{}", "settings.json": b"{"}
+    for name, data in files.items():
+        (project / name).write_bytes(data)
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / JOURNAL_DIR).symlink_to("../my-project")
+    with server_process([], server_env(emulator.base_url, images), tmp_path, stdio=True) as server:
+        server.wait_for_stderr("is a symbolic link")
+    assert {p.name: p.read_bytes() for p in project.iterdir()} == files
