@@ -9,7 +9,9 @@ A public, documented module, so that a front end (ours or yours) needs nothing p
   and atomic writes, previews for chat clients (:func:`make_preview`);
 - **configuration**: the environment table (:data:`ENVIRONMENT`, the client's and the MCP
   server's variables) and its one reader (:func:`read_environment`), the registry's lookups;
-- **batches**: :func:`load_rows` (rows checked before anything is sent) and the ledger's name.
+- **batches**: :func:`load_rows` (rows checked before anything is sent) and the ledger's name;
+- **replicas**: :func:`open_state` (the state replicas share, or the in-process default), the
+  journal as a server works it (:class:`PendingWork`, leased entries), ownership.
 
 A chat model, a terminal and a log read the same words, and a fix lands once.
 """
@@ -56,6 +58,17 @@ from ._drivers.ledger import LEDGER_NAME
 from ._drivers.preview import DEFAULT_MAX_BYTES as DEFAULT_PREVIEW_BYTES
 from ._drivers.preview import Preview, make_preview
 from ._drivers.spending import Spending
+from ._drivers.state import (
+    ADOPT_SECONDS,
+    LEASE_SECONDS,
+    RENEW_SECONDS,
+    Owners,
+    PendingWork,
+    State,
+    account_namespace,
+    logged_failure,
+    open_state,
+)
 from ._protocol.flows import Running
 from ._settings.environment import (
     CLIENT_ENVIRONMENT,
@@ -261,6 +274,7 @@ def error_text(error: FluxError, *, tool: str, secrets: Iterable[str | None] = (
 
 
 __all__ = [
+    "ADOPT_SECONDS",
     "CLIENT_ENVIRONMENT",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -269,20 +283,26 @@ __all__ = [
     "IMAGE_DIRS_ENV",
     "IMAGE_URI_PREFIXES",
     "JOURNAL_DIR",
+    "LEASE_SECONDS",
     "LEDGER_NAME",
     "MEDIA_TYPES",
+    "RENEW_SECONDS",
     "RETENTION_SECONDS",
     "SERVER_ENVIRONMENT",
     "TOKEN_ENV_VARS",
     "EnvVar",
     "Journal",
+    "Owners",
     "PendingPrediction",
+    "PendingWork",
     "Preview",
     "Progress",
     "ProgressUpdate",
     "ResultFacts",
     "Spending",
+    "State",
     "abbreviate",
+    "account_namespace",
     "advice",
     "display_name",
     "edit_arguments",
@@ -293,8 +313,10 @@ __all__ = [
     "is_loopback",
     "known_model",
     "load_rows",
+    "logged_failure",
     "make_preview",
     "model_spec",
+    "open_state",
     "read_environment",
     "redact",
     "result_text",

@@ -63,7 +63,11 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: 
     raise RuntimeError(f"not listening on {port} after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes], *, kill: bool = False) -> None:
+    """End an engine: SIGTERM (or SIGKILL, for throwaway data), then wait."""
+    if proc.poll() is None and kill:
+        proc.kill()
+        proc.wait()
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -192,7 +196,7 @@ def seaweed(folder: Path) -> Iterator[Seaweed]:
             time.sleep(0.3)
         yield Seaweed(endpoint, proc)
     finally:
-        stop(proc)
+        stop(proc, kill=True)  # throwaway data; it takes seconds to stop otherwise
 
 
 # -- HAProxy --------------------------------------------------------------------------------

@@ -22,7 +22,13 @@ import anyio.lowlevel
 import httpx2
 from typing_extensions import Unpack
 
-from .._base.errors import ConfigError, DownloadError, FluxError, FluxInputError
+from .._base.errors import (
+    ConfigError,
+    DownloadError,
+    FluxConnectionError,
+    FluxError,
+    FluxInputError,
+)
 from .._base.urls import origin
 from .._domain.inputs import FluxInput
 from .._domain.limits import RateLimiter, RateLimits
@@ -620,7 +626,16 @@ class AsyncFluxClient(_ClientConfig):
     async def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
             delay, call = await self._slot(action)  # the account's budgets, shared
-            if delay > 0:
+            if delay > 0 and call.kind == "create":
+                with anyio.move_on_after(delay):  # cut short by stop_waiting()
+                    await self._stop_event().wait()
+                if self._stopped:
+                    raise FluxConnectionError(
+                        "This server is shutting down: the request was not sent, so nothing "
+                        "was created or billed. Send it again: another server takes it.",
+                        maybe_created=False,
+                    )
+            elif delay > 0:
                 await anyio.sleep(delay)
             reply = await self._send(call)
             limiter = self._flows.limiter

@@ -618,9 +618,9 @@ class RedisJournal:
                 safe_text(pid, 100),
             )
 
-    async def release(self) -> int:
-        held = sorted(self._held)
-        self._held.clear()
+    async def release(self, prediction_ids: Sequence[str] | None = None) -> int:
+        held = sorted(self._held if prediction_ids is None else set(prediction_ids) & self._held)
+        self._held.difference_update(held)
         if not held:
             return 0
         released = await self._release(

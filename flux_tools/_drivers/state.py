@@ -21,7 +21,7 @@ import os
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -73,9 +73,9 @@ class PendingWork(Protocol):
         """Keep holding the entries this process works on."""
         ...
 
-    async def release(self) -> int:
-        """Let go of every entry held (a graceful shutdown): another replica adopts them at
-        once. Returns how many."""
+    async def release(self, prediction_ids: Sequence[str] | None = None) -> int:
+        """Let go of the entries named (default: every entry held, a graceful shutdown):
+        another replica adopts them at once. Returns how many."""
         ...
 
 
@@ -157,7 +157,7 @@ class LocalJournal:
     async def renew(self) -> None:
         return None
 
-    async def release(self) -> int:
+    async def release(self, prediction_ids: Sequence[str] | None = None) -> int:
         return 0  # the files stay: the next start takes them up
 
 

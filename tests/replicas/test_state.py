@@ -93,7 +93,9 @@ async def test_fifty_reservations_across_replicas_never_pass_the_budget(
 
     async def one(i: int) -> None:
         try:
-            granted.append(await budgets[i % 3].reserve_async("black-forest-labs/flux-1.1-pro", 0.04))
+            granted.append(
+                await budgets[i % 3].reserve_async("black-forest-labs/flux-1.1-pro", 0.04)
+            )
         except BudgetExceeded as exc:
             refused.append(exc)
 
