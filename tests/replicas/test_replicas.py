@@ -9,6 +9,7 @@ SeaweedFS as the S3 store, HAProxy as the load balancer; the replicas are ``flux
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ PRICES = '{"black-forest-labs/flux-pro": 0.1}'
 
 
 def bucket_names(seaweed: Seaweed, bucket: str) -> list[str]:
-    """What the bucket holds, listed with a client of its own (obstore, as the replicas)."""
+    """The names of the files the bucket holds, listed with a client of its own (obstore)."""
     from obstore.store import S3Store
 
     store = S3Store(
@@ -46,7 +47,7 @@ def bucket_names(seaweed: Seaweed, bucket: str) -> list[str]:
     )
     import obstore
 
-    return [str(m["path"]) for m in obstore.list(store).collect()]
+    return [str(m["path"]).rsplit("/", 1)[-1] for m in obstore.list(store).collect()]
 
 
 def structured(result: dict[str, Any]) -> dict[str, Any]:
@@ -54,12 +55,14 @@ def structured(result: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def until(check: Callable[[], bool], timeout: float, what: str) -> float:
+async def until(
+    check: Callable[[], bool], timeout: float, what: str, logs: Callable[[], str] = str
+) -> float:
     """Wait until ``check()``; the seconds it took."""
     started = time.monotonic()
     while not check():
         if time.monotonic() - started > timeout:
-            raise AssertionError(f"{what}: not within {timeout} s")
+            raise AssertionError(f"{what}: not within {timeout} s\n{logs()}")
         await anyio.sleep(0.2)
     return time.monotonic() - started
 
@@ -77,15 +80,14 @@ async def test_a_replica_killed_mid_generation_leaves_its_image_to_another(
         async with http_session(group.url) as session, anyio.create_task_group() as calls:
 
             async def generate() -> None:
-                try:
+                with contextlib.suppress(Exception):  # its replica dies under it
                     await session.call("generate_image", {"prompt": "a lighthouse"}, progress)
-                except BaseException:
-                    pass  # its replica dies under it
 
             calls.start_soon(generate)
             await until(lambda: _pid(progress) is not None, 30, "a progress message with the id")
-            pid = _pid(progress)
-            assert pid is not None
+            found = _pid(progress)
+            assert found is not None
+            pid: str = found
             await until(lambda: group.who_created(pid) is not None, 10, "the creating replica")
             victim = group.who_created(pid)
             assert victim is not None
@@ -101,7 +103,8 @@ async def test_a_replica_killed_mid_generation_leaves_its_image_to_another(
                 name.startswith(pid) for name in bucket_names(seaweed_server, group.bucket)
             ),
             60,
-            "the image stored by another replica\n" + group.logs(),
+            "the image stored by another replica",
+            group.logs,
         )
         stored_after = time.time() - finished.timestamp()
         assert stored_after <= 30, f"stored {stored_after:.1f} s after the prediction finished"
@@ -205,7 +208,7 @@ async def test_a_rolling_restart_under_load_loses_nothing_and_pays_nothing_twice
             names = bucket_names(seaweed_server, group.bucket)
             return all(any(n.startswith(pid) for n in names) for pid in created)
 
-        await until(all_stored, 60, "every prediction's image in the bucket\n" + group.logs())
+        await until(all_stored, 60, "every prediction's image in the bucket", group.logs)
     assert not failures, "\n".join(failures) + "\n" + group.logs()
     assert len(succeeded) >= 12
     prompts = [emulator.prediction_json(pid)["input"]["prompt"] for pid in created]
