@@ -574,7 +574,11 @@ class RedisJournal:
             )
 
     async def get(self, prediction_id: str) -> PendingPrediction | None:
-        raw = await self._state.redis.hget(self._entries, prediction_id)
+        try:
+            raw = await self._state.redis.hget(self._entries, prediction_id)
+        except Exception as exc:  # provenance only: the call goes on without it
+            logger.warning("could not read journal entry %s: %s", prediction_id, exc)
+            return None
         return _entry(str(raw)) if raw else None
 
     async def settle(self, prediction_id: str | None, error: BaseException, *, owner: bool) -> bool:
@@ -671,7 +675,11 @@ class RedisOwners:
             logger.warning("could not record the owner of %s: %s", prediction_id, exc)
 
     async def get(self, prediction_id: str) -> str | None:
-        value = await self._state.redis.get(self._state.key("owner", prediction_id))
+        try:
+            value = await self._state.redis.get(self._state.key("owner", prediction_id))
+        except Exception as exc:  # unknown: the server's own prefix, every caller matches
+            logger.warning("could not read the owner of %s: %s", prediction_id, exc)
+            return None
         return str(value) if value else None
 
 
