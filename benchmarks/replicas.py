@@ -115,10 +115,10 @@ def replicas(folder: Path, env: dict[str, str], count: int) -> Iterator[list[int
         out = folder / f"replica{index}"
         out.mkdir()
         log = (out / "stderr.log").open("wb")
+        command = [PY, "-m", "mcp_server", "--transport", "streamable-http", "--stateless"]
         procs.append(
             subprocess.Popen(
-                [PY, "-m", "mcp_server", "--transport", "streamable-http", "--stateless"]
-                + ["--port", str(port)],
+                [*command, "--port", str(port)],
                 env={**os.environ, **env, "FLUX_OUTPUT_DIR": str(out / "images")},
                 cwd=out,
                 stdout=subprocess.DEVNULL,
@@ -244,8 +244,8 @@ def measure(n: int) -> Outcome:
         ok=sum(
             1
             for r in results
-            if not r.get("isError") and (r.get("structuredContent") or {}).get("status")
-            == "succeeded"
+            if not r.get("isError")
+            and (r.get("structuredContent") or {}).get("status") == "succeeded"
         ),
         errors=errors,
         rate_limit_errors=limited,
