@@ -44,7 +44,7 @@ async def test_a_create_queued_for_a_slot_is_not_sent(emulator: Emulator) -> Non
             await asyncio.sleep(0.5)
             client.stop_waiting()
 
-        results: list[Any] = await asyncio.gather(
+        results: Any = await asyncio.gather(
             client.create(prompt="queued"), stop_soon(), return_exceptions=True
         )
     error = results[0]
