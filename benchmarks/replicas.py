@@ -4,7 +4,8 @@ Three ``flux-mcp --transport streamable-http --stateless`` replicas behind HAPro
 (the account's rate limits, budgets, journal) and a SeaweedFS bucket (the images); the emulator,
 in its own process, enforces Replicate's 600 creates and 3000 other requests a minute (buckets
 start full: a minute's burst) with run times within 3 s ± 0.5, ignoring ``Prefer: wait``
-(every generation polls). Real MCP clients (the SDK's ``ClientSession``, 25 sessions through the
+(every generation polls). After 30 warm-up generations (a deployed server has learned the model's
+durations) and a pause that refills the account's buckets, real MCP clients (the SDK's
 load balancer) call ``generate_image`` for every generation at once; each call waits for its
 image (``FLUX_MCP_WAIT_SECONDS=180``): created under the shared limits, polled, downloaded,
 stored in the bucket. Images are 256x256 and results text only (no preview), so that the
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,6 +50,9 @@ from tests.engines import (  # noqa: E402  (the repository's root, for the engin
 PY = sys.executable
 CREATES, READS, LATENCY = 600, 3000, 3.0
 SESSIONS = 25
+#: Generations before the measured ones (so that every replica has learned the model's
+#: durations, as a deployed server has), and the pause that lets the account's buckets refill.
+WARM_UP, REFILL_SECONDS = 30, 8.0
 
 
 @dataclass
@@ -74,6 +79,16 @@ class Outcome:
         )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+CPU: dict[str, float] = {}
+TIMELINE: dict[str, float] = {}
+
+
 def floor(n: int, creates_per_minute: float, burst: int, latency: float) -> float:
     """The least wall time the create limit allows (benchmarks/run.py, part 6)."""
     return max(0, n - burst) / (creates_per_minute / 60) + latency
@@ -94,9 +109,9 @@ class EmulatorProcess:
         assert line[:1] == ["READY"], line
         self.base_url = line[1]
 
-    def ask(self, op: str) -> dict[str, Any]:
+    def ask(self, op: str, **more: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps({"op": op}) + "\n")
+        self.proc.stdin.write(json.dumps({"op": op, **more}) + "\n")
         self.proc.stdin.flush()
         answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
         return answer
@@ -139,6 +154,7 @@ def replicas(folder: Path, env: dict[str, str], count: int) -> Iterator[list[int
                 time.sleep(0.2)
         yield ports
     finally:
+        CPU["replicas"] = sum(cpu_seconds(p.pid) for p in procs if p.poll() is None)
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -148,7 +164,7 @@ def replicas(folder: Path, env: dict[str, str], count: int) -> Iterator[list[int
                 proc.kill()
 
 
-async def drive(url: str, n: int) -> tuple[float, list[dict[str, Any]]]:
+async def drive(url: str, prompts: list[str]) -> tuple[float, list[dict[str, Any]]]:
     """Every generation at once, through ``SESSIONS`` MCP client sessions."""
     import httpx2
     from mcp import ClientSession
@@ -169,9 +185,10 @@ async def drive(url: str, n: int) -> tuple[float, list[dict[str, Any]]]:
             async def one(prompt: str) -> None:
                 try:
                     result = await client.call_tool(
-                        "generate_image", {"prompt": prompt, "width": 256, "height": 256}
+                        "generate_image",
+                        {"prompt": prompt, "aspect_ratio": "custom", "width": 256, "height": 256},
                     )
-                    results.append(result.model_dump(mode="json"))
+                    results.append(result.model_dump(mode="json", by_alias=True))
                 except Exception as exc:
                     results.append({"isError": True, "content": [{"text": repr(exc)}]})
 
@@ -179,7 +196,6 @@ async def drive(url: str, n: int) -> tuple[float, list[dict[str, Any]]]:
                 for prompt in prompts:
                     calls.start_soon(one, prompt)
 
-    prompts = [f"replicas benchmark image {i}" for i in range(n)]
     started = anyio.Event()
     async with anyio.create_task_group() as group:
         for number in range(SESSIONS):
@@ -223,20 +239,46 @@ def measure(n: int) -> Outcome:
                     "FLUX_CACHE_DIR": str(folder / "cache"),
                 }
                 with replicas(folder, env, 3) as ports, haproxy(folder, ports) as lb:
-                    wall, results = anyio.run(drive, lb.url, n)
+                    # A deployed server knows the model's durations (learned, kept in the
+                    # state server): a few generations first, then the buckets refill.
+                    anyio.run(drive, lb.url, [f"warm-up {i}" for i in range(WARM_UP)])
+                    time.sleep(REFILL_SECONDS)
+                    emulator.ask("reset")
+                    before = os.times()
+                    prompts = [f"replicas benchmark image {i}" for i in range(n)]
+                    began = time.monotonic()
+                    wall, results = anyio.run(drive, lb.url, prompts)
+                    CPU["client"] = (
+                        os.times().user - before.user + os.times().system - before.system
+                    )
+                    CPU["valkey"] = cpu_seconds(state.proc.pid)
+                    CPU["seaweedfs"] = cpu_seconds(store.proc.pid)
+                    CPU["haproxy"] = cpu_seconds(lb.proc.pid)
+            CPU["emulator"] = cpu_seconds(emulator.proc.pid)
             totals = emulator.ask("totals")
+            ids = [(r.get("structuredContent") or {}).get("prediction_id") for r in results]
+            times = emulator.ask("completed", ids=[i for i in ids if i])
+            if times:
+                created = max(t[0] for t in times.values()) - began
+                done = max(t[1] or 0 for t in times.values()) - began
+                TIMELINE.update(last_create=created, last_done=done)
             inputs = emulator.ask("inputs")
         finally:
             emulator.close()
     errors: dict[str, int] = {}
     limited = 0
+    samples: dict[str, int] = {}
     for result in results:
         if result.get("isError"):
             words = text(result)
+            key = re.sub(r"[a-z0-9]{26}|replica\d", "<id>", words)[:400]
+            samples[key] = samples.get(key, 0) + 1
             kind = "rate limit" if "rate limit" in words.lower() or "429" in words else "other"
             limited += kind == "rate limit"
             errors[kind] = errors.get(kind, 0) + 1
     requests = totals["creates"] + totals["gets"] + totals["cancels"] + totals["lists"]
+    for words, count in sorted(samples.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"error x{count}: {words}", file=sys.stderr)
     return Outcome(
         generations=n,
         wall=wall,
@@ -282,6 +324,8 @@ def main() -> None:
         f"floor, all ok, no duplicate): {'met' if met else 'NOT met'}; predictions created: "
         f"{outcome.creates}; the run took {time.monotonic() - started:.0f} s in all"
     )
+    print("CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in CPU.items()))
+    print("timeline (s from the start): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMELINE.items()))
 
 
 if __name__ == "__main__":

@@ -221,7 +221,10 @@ frontend mcp
 backend replicas
     balance roundrobin
     option httpchk GET /readyz
-    default-server inter 300ms fall 1 rise 2
+    # A replica that says it is not ready (draining, its state unreachable) leaves the rotation
+    # after two checks; one slow answer under load does not take it out.
+    timeout check 5s
+    default-server inter 500ms fall 2 rise 2
 {servers}
 """
 

@@ -241,6 +241,7 @@ class PredictionFlows:
         started: float | None = None,
         owned: bool = True,
         budget: float | None = None,
+        created: float | None = None,
     ) -> Flow[Prediction]:
         """Poll until the prediction is done, the deadline passes, or the soft ``budget`` ends.
 
@@ -279,7 +280,9 @@ class PredictionFlows:
                     break
                 if now >= soft_end:
                     return current  # the budget ran out: still running, and not canceled
-                elapsed = now - started
+                # The plan counts from the prediction's creation (``created``: when its create
+                # answered), not from a wait for the account's create slot before it.
+                elapsed = now - (started if created is None else created)
                 plan = self.durations.plan(model, self.schedule, reads=self.limiter.poll_reads())
                 delay = self.schedule.next_delay(elapsed, previous, plan=plan)
                 previous = min(delay, soft_end - now)
@@ -389,7 +392,7 @@ class PredictionFlows:
             deadline=started + span,
         )
         prediction = yield from self.wait(
-            prediction, deadline=deadline, started=started, budget=budget
+            prediction, deadline=deadline, started=started, budget=budget, created=self._clock()
         )
         if not self.is_done(prediction):
             return Running(prediction, self._clock() - started)
