@@ -246,8 +246,8 @@ def measure(n: int) -> Outcome:
                     emulator.ask("reset")
                     before = os.times()
                     prompts = [f"replicas benchmark image {i}" for i in range(n)]
-                    began = time.monotonic()
                     wall, results = anyio.run(drive, lb.url, prompts)
+                    began = time.monotonic() - wall  # when the calls were let go
                     CPU["client"] = (
                         os.times().user - before.user + os.times().system - before.system
                     )
@@ -259,9 +259,14 @@ def measure(n: int) -> Outcome:
             ids = [(r.get("structuredContent") or {}).get("prediction_id") for r in results]
             times = emulator.ask("completed", ids=[i for i in ids if i])
             if times:
-                created = max(t[0] for t in times.values()) - began
+                creates = sorted(t[0] - began for t in times.values())
                 done = max(t[1] or 0 for t in times.values()) - began
-                TIMELINE.update(last_create=created, last_done=done)
+                TIMELINE.update(
+                    first_create=creates[0],
+                    create_600=creates[min(len(creates), CREATES) - 1],
+                    last_create=creates[-1],
+                    last_done=done,
+                )
             inputs = emulator.ask("inputs")
         finally:
             emulator.close()
@@ -298,19 +303,85 @@ def measure(n: int) -> Outcome:
     )
 
 
+HEADER = (
+    "| setup | generations | wall s | floor s | wall / floor | ok | errors | "
+    "rate-limit errors to callers | 429s (of requests) | requests/gen | duplicates |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+BEGIN, END = "<!-- replicas: written by benchmarks/replicas.py -->", "<!-- /replicas -->"
+
+
+def one_process_figure(results: str) -> str:
+    """Part 6's flux-tools row (one process under the same limits), as RESULTS.md has it."""
+    section = results.split("## 6.", 1)[-1].split("\n## ", 1)[0]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells and cells[0] == "flux-tools" and len(cells) > 3:
+            return f"{cells[3]}× the floor ({cells[1]} s against {cells[2]} s)"
+    return "see part 6"
+
+
+def write(outcome: Outcome, met: bool, took: float) -> None:
+    """The part 7 section of benchmarks/RESULTS.md, between its markers (added if missing)."""
+    path = HERE / "RESULTS.md"
+    results = path.read_text(encoding="utf-8")
+    block = "\n".join(
+        [
+            BEGIN,
+            "## 7. Replicas sharing one account",
+            "",
+            f"{outcome.generations} generations across three `flux-mcp --stateless` replicas "
+            "behind HAProxy, sharing a Valkey (rate limits, budgets, journal) and a SeaweedFS "
+            "bucket (images), through real MCP clients (25 SDK sessions, every call at once), "
+            f"against the emulator enforcing {CREATES} creates (burst {CREATES}) and {READS} "
+            "other requests a minute, run times within 3 s ± 0.5, gateway mode; 256x256 images, "
+            "text results; after 30 warm-up generations. Written by `benchmarks/replicas.py` on "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, in {took:.0f} s in all "
+            "(engines started and stopped included). One process under the same limits (part 6, "
+            f"2,000 generations, at most 64 in flight): {one_process_figure(results)}.",
+            "",
+            HEADER,
+            outcome.row(),
+            "",
+            "| target | verdict |",
+            "|---|---|",
+            "| 0 rate-limit errors reach a caller, 429s ≤ 1 % of requests, wall ≤ 1.15× the "
+            f"floor, every generation stored, no duplicate | **{'met' if met else 'not met'}** |",
+            "",
+            "CPU seconds of each part during the measured run: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in CPU.items())
+            + ". Seconds from the start: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:.1f}" for k, v in TIMELINE.items())
+            + ".",
+            END,
+        ]
+    )
+    if BEGIN in results and END in results:
+        head, rest = results.split(BEGIN, 1)
+        results = head + block + rest.split(END, 1)[1]
+    else:
+        marker = "\n## Targets"
+        at = results.find(marker)
+        results = (
+            results + "\n" + block + "\n"
+            if at < 0
+            else results[:at] + "\n" + block + "\n" + results[at:]
+        )
+    path.write_text(results, encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--generations", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="60 generations: the harness only")
+    parser.add_argument(
+        "--write", action="store_true", help="put the results in benchmarks/RESULTS.md (part 7)"
+    )
     args = parser.parse_args()
     n = 60 if args.quick else args.generations
     started = time.monotonic()
     outcome = measure(n)
-    print(
-        "| setup | generations | wall s | floor s | wall / floor | ok | errors | "
-        "rate-limit errors to callers | 429s (of requests) | requests/gen | duplicates |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print(HEADER)
     print(outcome.row())
     met = (
         outcome.rate_limit_errors == 0
@@ -326,6 +397,8 @@ def main() -> None:
     )
     print("CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in CPU.items()))
     print("timeline (s from the start): " + ", ".join(f"{k} {v:.1f}" for k, v in TIMELINE.items()))
+    if args.write:
+        write(outcome, met, time.monotonic() - started)
 
 
 if __name__ == "__main__":

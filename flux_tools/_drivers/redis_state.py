@@ -117,7 +117,11 @@ else
     tat = math.max(tat, blocked + interval * (burst - 1))
   else
     if remaining >= 0 then
-      local left = math.max(0, remaining - inflight)
+      -- In flight: sent and not answered. Slots booked for later (a queue of creates waiting
+      -- for the account's rate) have not reached the server: they took none of its count.
+      local tolerance = (burst - 1) * interval - jitter
+      local queued = math.max(0, math.floor((tat - tolerance - now) / interval))
+      local left = math.max(0, remaining - math.max(0, inflight - queued))
       if left >= 2 * burst and burst < max_burst then
         if interval <= base then
           burst = math.min(max_burst, math.floor(left * (1 - margin)))
