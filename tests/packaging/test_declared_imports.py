@@ -163,7 +163,7 @@ def test_imports_are_declared(path: Path) -> None:
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("extra", ["emulator", "preview", "langchain", "mcp", "server"])
+@pytest.mark.parametrize("extra", ["emulator", "preview", "langchain", "mcp"])
 def test_extras_declare_no_more(extra: str) -> None:
     """An extra brings what its front end imports and no more: each distribution it names is
     imported by a module of that front end (or lazily by the core for it, LAZY_IN_CORE)."""
