@@ -12,6 +12,8 @@ A public, documented module, so that a front end (ours or yours) needs nothing p
 - **batches**: :func:`load_rows` / :func:`aload_rows` (rows checked before anything is sent),
   the names of the ledger and of the report;
 - **commands**: :class:`ArgumentParser`, which answers a mistyped flag with the nearest one.
+- **replicas**: :func:`open_state` (the state replicas share, or the in-process default), the
+  journal as a server works it (:class:`PendingWork`, leased entries), ownership.
 
 A chat model, a terminal and a log read the same words, and a fix lands once.
 """
@@ -61,6 +63,17 @@ from ._drivers.ledger import LEDGER_NAME
 from ._drivers.preview import DEFAULT_MAX_BYTES as DEFAULT_PREVIEW_BYTES
 from ._drivers.preview import Preview, make_preview
 from ._drivers.spending import Spending
+from ._drivers.state import (
+    ADOPT_SECONDS,
+    LEASE_SECONDS,
+    RENEW_SECONDS,
+    Owners,
+    PendingWork,
+    State,
+    account_namespace,
+    logged_failure,
+    open_state,
+)
 from ._protocol.flows import Running
 from ._settings.environment import (
     CLIENT_ENVIRONMENT,
@@ -301,6 +314,7 @@ def error_text(error: FluxError, *, tool: str, secrets: Iterable[str | None] = (
 
 
 __all__ = [
+    "ADOPT_SECONDS",
     "CLIENT_ENVIRONMENT",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -310,8 +324,10 @@ __all__ = [
     "IMAGE_URI_PREFIXES",
     "JOURNAL_DIR",
     "JOURNAL_MARKER",
+    "LEASE_SECONDS",
     "LEDGER_NAME",
     "MEDIA_TYPES",
+    "RENEW_SECONDS",
     "REPORT_NAME",
     "RETENTION_SECONDS",
     "SERVER_ENVIRONMENT",
@@ -319,13 +335,17 @@ __all__ = [
     "ArgumentParser",
     "EnvVar",
     "Journal",
+    "Owners",
     "PendingPrediction",
+    "PendingWork",
     "Preview",
     "Progress",
     "ProgressUpdate",
     "ResultFacts",
     "Spending",
+    "State",
     "abbreviate",
+    "account_namespace",
     "advice",
     "aload_rows",
     "asave_or_explain",
@@ -339,8 +359,10 @@ __all__ = [
     "is_loopback",
     "known_model",
     "load_rows",
+    "logged_failure",
     "make_preview",
     "model_spec",
+    "open_state",
     "read_environment",
     "redact",
     "result_text",

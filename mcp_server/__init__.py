@@ -13,14 +13,18 @@ import sys
 from collections.abc import Sequence
 
 from .config import ConfigError, load_config
+from .ops import JSONFormatter
 
 __all__ = ["main"]
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, form: str = "text") -> None:
     # stdout carries the protocol over stdio: every log line goes to stderr.
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if form == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -38,7 +42,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ConfigError as exc:
         print(f"flux-mcp: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    _configure_logging(config.log_level)
+    _configure_logging(config.log_level, config.log_format)
     try:
         from .app import run  # the mcp SDK: imported only to serve, so --help works without it
     except ImportError as exc:
@@ -48,5 +52,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         raise SystemExit(2) from None
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: a normal way out
-        run(config)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C in a terminal: a normal way out
+            run(config)
+    except ConfigError as exc:  # the state server or the bucket, found wanting at start
+        print(f"flux-mcp: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,5 +1,6 @@
-"""Wiring: one client for the process, the server, the transport, and the resumption of the
-predictions a previous run left unsaved (the journal)."""
+"""Wiring: the state (in-process, or shared by replicas), one client for the process, the image
+store, the server, the transport, and the predictions left unsaved (the journal): taken up at
+start, and, with shared state, from any replica that dies or hands over while this one serves."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import logging
 
 import anyio
 
-from flux_tools import AsyncFluxClient, RetryPolicy
+from flux_tools import AsyncFluxClient, ConfigError, RateLimits, RetryPolicy
+from flux_tools.kit import State, account_namespace, open_state
 
 from .config import Config
 from .http import http_options, serve_http
+from .objects import ObjectImages
+from .ops import Metrics
 from .server import FluxTools, build_server
 
 logger = logging.getLogger("mcp_server")
@@ -19,21 +23,47 @@ logger = logging.getLogger("mcp_server")
 #: is answered at once (nothing was created; when to retry) instead of holding the tool call past
 #: its budget; the polls of a wait wait out any Retry-After up to their deadline.
 MAX_RETRY_AFTER = 10.0
+#: How long the state server may take to answer at start.
+START_SECONDS = 15.0
 
 
-def make_client(config: Config) -> AsyncFluxClient:
+def make_client(config: Config, state: State | None = None) -> AsyncFluxClient:
+    settings = config.settings
+    shared: dict[str, object] = {}
+    if state is not None and state.shared:  # the account's limits, budget and durations
+        shared = {
+            "limiter": state.limiter(settings.rate_limits or RateLimits()),
+            "budget": state.budget(settings.budget_usd, settings.max_call_usd),
+            "durations": state.durations(settings.base_url, settings.cache_dir),
+        }
     return AsyncFluxClient(
-        settings=config.settings,
+        settings=settings,
         timeout=config.cancel_after,
         # The output folder is always allowed: "edit the image just generated" reads its file.
         # (The client's roots are added per call.)
         image_dirs=[config.output_dir, *config.image_dirs],
         retry=RetryPolicy(max_retry_after=min(MAX_RETRY_AFTER, config.wait_seconds / 2)),
+        **shared,  # type: ignore[arg-type]
     )
 
 
+async def _start(state: State) -> None:
+    try:
+        with anyio.fail_after(START_SECONDS):
+            await state.start()
+    except Exception as exc:
+        raise ConfigError(
+            f"Cannot reach the state server {state.description} (FLUX_STATE_URL): "
+            f"{type(exc).__name__}: {exc}. Check that it runs and that the URL is right."
+        ) from None
+
+
 async def serve(config: Config) -> None:
-    client = make_client(config)
+    namespace = account_namespace(config.base_url, config.api_token)
+    state = open_state(config.state_url, namespace=namespace)
+    await _start(state)
+    images = ObjectImages(config.store_url) if config.store_url else None
+    client = make_client(config, state)
     if not config.has_token:
         logger.warning(
             "no API token (FLUX_API_TOKEN or REPLICATE_API_TOKEN): tools are listed, but "
@@ -44,7 +74,7 @@ async def serve(config: Config) -> None:
         config.model,
         config.edit_model,
         config.base_url,
-        config.output_dir,
+        images.description if images else config.output_dir,
         config.wait_seconds,
     )
     logger.info(
@@ -52,21 +82,38 @@ async def serve(config: Config) -> None:
         ", ".join(str(d) for d in client.images.dirs),
         config.max_image_bytes,
     )
-    tools = FluxTools(config, client)
+    if state.shared:
+        logger.info("state shared with the other replicas in %s", state.description)
+    metrics = Metrics(client.limiter) if config.transport != "stdio" else None
+    tools = FluxTools(config, client, state=state, images=images, metrics=metrics)
     http = None if config.transport == "stdio" else http_options(config)
     server = build_server(config, client, http, tools=tools)
+
+    async def ready() -> None:
+        await state.ping()
+        if images is not None:
+            await images.ping()
+
     try:
         async with anyio.create_task_group() as background:
-            # Predictions a killed server left unsaved: watched again, saved when done.
-            await tools.resume(background)
+            # Predictions a killed server (or replica) left unsaved: watched again, saved.
+            background.start_soon(tools.resume, background)
+            if state.shared:
+                background.start_soon(tools.keep_leases)
             if config.transport == "stdio":
                 await server.run_stdio()
             else:
-                await serve_http(config, server)
+                # SIGTERM: calls waiting on a prediction answer at once with its id (it goes
+                # on running), creates still queued for a rate-limit slot are not sent.
+                await serve_http(
+                    config, server, ready=ready, metrics=metrics, on_stop=client.stop_waiting
+                )
             background.cancel_scope.cancel()  # the client is gone: stop watching (never cancel)
     finally:
         with anyio.CancelScope(shield=True):
+            await tools.hand_over()
             await client.aclose()
+            await state.aclose()
 
 
 def run(config: Config) -> None:

@@ -45,6 +45,8 @@ DEFAULT_WAIT_SECONDS = 45.0
 DEFAULT_CANCEL_AFTER = 600.0
 DEFAULT_PREVIEW_SIDE = 768
 DEFAULT_PORT = 8000
+#: After SIGTERM: long enough for a load balancer's readiness check to see the replica go.
+DEFAULT_DRAIN_SECONDS = 1.0
 #: Bounds of FLUX_MCP_MAX_IMAGE_BYTES: a local image is sent inline, base64 in the JSON body.
 MAX_IMAGE_BYTES_RANGE = (1, 100 * 1024 * 1024)
 OFF_WORDS = ("0", "off", "false", "no", "none")
@@ -96,6 +98,15 @@ class Config:
     content: str = CONTENT_AUTO
     #: FLUX_MCP_VIEWER: name the MCP App image viewer on the image tools (hosts with Apps).
     viewer: bool = True
+    #: FLUX_STATE_URL: the state replicas share (None: in-process). Kept out of the repr: it
+    #: may hold the state server's password.
+    state_url: str | None = field(default=None, repr=False)
+    #: FLUX_STORE_URL: ``s3://bucket/prefix`` where images are kept (None: the output folder).
+    store_url: str | None = None
+    #: FLUX_MCP_LOG_FORMAT: ``text`` or ``json``.
+    log_format: str = "text"
+    #: FLUX_MCP_DRAIN_SECONDS: after SIGTERM, how long /readyz says 503 before the port closes.
+    drain_seconds: float = DEFAULT_DRAIN_SECONDS
 
     # The core's settings, by the names the server has always used.
     @property
@@ -526,6 +537,22 @@ def load_config(
         "--content" if args.content else "FLUX_MCP_CONTENT",
     )
     viewer = not args.no_viewer and env.get("FLUX_MCP_VIEWER", "").strip().lower() not in OFF_WORDS
+    state_url = env.get("FLUX_STATE_URL", "").strip() or None
+    store_url = env.get("FLUX_STORE_URL", "").strip() or None
+    if store_url is not None and not store_url.startswith("s3://"):
+        raise ConfigError(
+            f"FLUX_STORE_URL must be s3://BUCKET/PREFIX (any S3-compatible service; endpoint and "
+            f"keys from AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), got {store_url!r}."
+        )
+    drain = _number(
+        "FLUX_MCP_DRAIN_SECONDS",
+        env.get("FLUX_MCP_DRAIN_SECONDS") or str(DEFAULT_DRAIN_SECONDS),
+        low=0,
+        high=300,
+    )
+    log_format = (env.get("FLUX_MCP_LOG_FORMAT") or "text").strip().lower()
+    if log_format not in ("text", "json"):
+        raise ConfigError(f"FLUX_MCP_LOG_FORMAT must be text or json, got {log_format!r}.")
 
     return Config(
         settings=settings,
@@ -545,6 +572,10 @@ def load_config(
         log_level=level,
         content=content,
         viewer=viewer,
+        state_url=state_url,
+        store_url=store_url,
+        log_format=log_format,
+        drain_seconds=drain,
     )
 
 

@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import socket
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -37,6 +38,7 @@ from . import _sdk
 from .config import Config, is_loopback
 from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
 from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
+from .ops import Metrics, Operations
 
 logger = logging.getLogger("mcp_server")
 
@@ -371,7 +373,23 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
+async def _always_ready() -> None:
+    return None
+
+
+async def serve_http(
+    config: Config,
+    server: _sdk.SDKServer,
+    *,
+    ready: Callable[[], Awaitable[None]] = _always_ready,
+    metrics: Metrics | None = None,
+    on_stop: Callable[[], None] | None = None,
+) -> None:
+    """Serve until SIGINT/SIGTERM. ``on_stop`` runs at the signal, before the port closes (the
+    server hands its work over); ``/healthz``, ``/readyz`` and ``/metrics`` answer outside the
+    authentication (``mcp_server.ops``)."""
+    import asyncio
+
     import uvicorn
 
     app: ASGIApp = NoticeDisconnect(server.http_app())
@@ -379,6 +397,33 @@ async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
     verifier = TokenVerifier(settings) if settings is not None else None
     if config.auth_token or verifier is not None:
         app = Authenticate(app, token=config.auth_token, verifier=verifier)
+    ops = Operations(app, ready=ready, metrics=metrics)
+    app = ops
+    loop = asyncio.get_running_loop()
+    draining = threading.Event()
+
+    def stopping() -> None:
+        ops.draining = True  # /readyz answers 503 from now on
+        if on_stop is not None:
+            on_stop()
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but a signal ends it gracefully and is not raised again after
+        (uvicorn's own re-raises it, which would kill the process before it hands over)."""
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if draining.is_set():  # a second signal: stop now
+                self.should_exit = self.force_exit = True
+                return
+            draining.set()
+            # Not ready first, then the port closes: a load balancer checking /readyz stops
+            # sending new requests here before they could be refused.
+            loop.call_soon_threadsafe(stopping)
+            loop.call_soon_threadsafe(loop.call_later, config.drain_seconds, self._exit)
+
+        def _exit(self) -> None:
+            self.should_exit = True
+
     sock = _bind(config.host, config.port)
     # Listening before the address is logged: a client that connects as soon as it reads the
     # line (tests, supervisors) must not be refused. uvicorn's own listen() on it is harmless.
@@ -417,7 +462,7 @@ async def serve_http(config: Config, server: _sdk.SDKServer) -> None:
             if verifier is not None:
                 # Keys fetched in the background: an unreachable issuer delays nothing.
                 background.start_soon(verifier.warm_up)
-            await uvicorn.Server(uv_config).serve(sockets=[sock])
+            await Server(uv_config).serve(sockets=[sock])
             background.cancel_scope.cancel()
     finally:
         if verifier is not None:

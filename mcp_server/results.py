@@ -11,6 +11,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
@@ -60,7 +61,14 @@ class ImageResult(BaseModel):
         description="Provider URLs of the images. They expire (about an hour): prefer files.",
     )
     files: list[str] = Field(
-        default_factory=list, description="Absolute paths of the saved images."
+        default_factory=list,
+        description="Where the saved images are: absolute paths, or s3:// URIs when the server "
+        "keeps them in object storage.",
+    )
+    links: list[str] = Field(
+        default_factory=list,
+        description="Links that open the saved images in a browser (expiring), when the server "
+        "has them.",
     )
     resource_uris: list[str] = Field(
         default_factory=list,
@@ -94,6 +102,30 @@ class Finished:
     follow_up: str | None = None
     #: The estimated cost in USD (the model's price), when known.
     cost: float | None = None
+    #: Where the images are kept when not (only) in ``files``: ``s3://bucket/key`` each.
+    stored: list[str] = field(default_factory=list)
+    #: Links a person can open (presigned, expiring after ``link_days``).
+    links: list[str] = field(default_factory=list)
+    link_days: float = 0.0
+
+
+@dataclass
+class _Shown:
+    """What the result's text says of a Finished: where the images are kept."""
+
+    prediction_id: str
+    model: str
+    urls: list[str]
+    files: list[Path]
+    seed: int | None
+    timings: Timings
+
+
+def _shown(done: Finished) -> Finished | _Shown:
+    if not done.stored:
+        return done
+    stored: list[Any] = list(done.stored)  # shown as they are: URIs, not paths
+    return _Shown(done.prediction_id, done.model, done.urls, stored, done.seed, done.timings)
 
 
 def _describe(seconds: float | None) -> str:
@@ -106,10 +138,13 @@ def finished_text(done: Finished, *, previews: int) -> str:
     extra = []
     if previews:
         extra.append("A downscaled preview is attached; the full-size image is the saved file.")
+    for index, link in enumerate(done.links, 1):
+        label = "Link" if len(done.links) == 1 else f"Link {index}"
+        extra.append(f"{label} to open it (expires in {done.link_days:g} days): {link}")
     if done.follow_up:
         extra.append(done.follow_up)
     return result_text(
-        done,
+        _shown(done),
         verb="Edited" if done.edited else "Generated",
         resources=[resource_uri(p) for p in done.files],
         extra=extra,
@@ -122,7 +157,8 @@ def finished_structured(done: Finished) -> dict[str, object]:
         prediction_id=done.prediction_id,
         model=done.model,
         urls=[u for u in done.urls if not u.startswith("data:")],
-        files=[str(p) for p in done.files],
+        files=list(done.stored) or [str(p) for p in done.files],
+        links=list(done.links),
         resource_uris=[resource_uri(p) for p in done.files],
         seed=done.seed,
         timings=done.timings,

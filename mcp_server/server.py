@@ -33,15 +33,19 @@ from flux_tools import (
     __version__,
 )
 from flux_tools.kit import (
+    ADOPT_SECONDS,
     IMAGE_URI_PREFIXES,
+    RENEW_SECONDS,
     TOKEN_ENV_VARS,
-    Journal,
     PendingPrediction,
+    State,
     edit_arguments,
     edit_spec,
     error_text,
     known_model,
+    logged_failure,
     model_spec,
+    open_state,
     safe_text,
 )
 from flux_tools.kit import Progress as ProgressText
@@ -49,6 +53,8 @@ from flux_tools.kit import Progress as ProgressText
 from . import _sdk
 from .catalog import ListModelsInput, ModelList, models_result
 from .config import Config
+from .objects import LINK_SECONDS, ObjectImages
+from .ops import Metrics
 from .results import (
     Finished,
     ImageResult,
@@ -57,7 +63,7 @@ from .results import (
     state_result,
 )
 from .roots import root_folders
-from .store import SERVED_FORMATS, URI_PREFIX, ImageStore
+from .store import SERVED_FORMATS, URI_PREFIX, ImageStore, is_safe_stem
 from .viewer import viewer_app
 
 logger = logging.getLogger("mcp_server")
@@ -131,21 +137,35 @@ class Tracker:
 
     Never raises: an error here would interrupt (and so cancel) the prediction."""
 
-    def __init__(self, tools: FluxTools, model: str, sources: dict[str, str], progress: Progress):
+    def __init__(
+        self,
+        tools: FluxTools,
+        model: str,
+        sources: dict[str, str],
+        progress: Progress,
+        *,
+        cost: float | None = None,
+        owner: str | None = None,
+    ):
         self._tools, self._model, self._sources, self._progress = tools, model, sources, progress
+        self._cost, self._owner = cost, owner
         self.prediction_id: str | None = None
 
     async def __call__(self, prediction: Prediction) -> None:
         if self.prediction_id is None:
             self.prediction_id = prediction.id
-            self._tools.journal.add(
-                PendingPrediction(prediction.id, self._model, time.time(), dict(self._sources))
-            )
+            entry = PendingPrediction(prediction.id, self._model, time.time(), dict(self._sources))
+            await self._tools.journal.add(entry, self._owner)
+            await self._tools.owners.set(prediction.id, self._owner)
+            if self._tools.metrics is not None and self._cost:
+                self._tools.metrics.spend.inc(self._cost)
+            pid = safe_text(prediction.id, 100)
             predictions_log.info(
                 "prediction %s created (%s, %s)",
-                safe_text(prediction.id, 100),
+                pid,
                 safe_text(self._model, 100),
                 safe_text(prediction.status, 40),
+                extra={"prediction_id": pid},
             )
         await self._progress.prediction(prediction)
 
@@ -153,7 +173,15 @@ class Tracker:
 class FluxTools:
     """The tool handlers, sharing one client (and its connection pool) for the process."""
 
-    def __init__(self, config: Config, client: AsyncFluxClient) -> None:
+    def __init__(
+        self,
+        config: Config,
+        client: AsyncFluxClient,
+        *,
+        state: State | None = None,
+        images: ObjectImages | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         # load_config refuses unknown models and edit models that cannot edit.
         self.config = config
         self.client = client
@@ -162,9 +190,14 @@ class FluxTools:
         self.input_model: type[FluxInput] = self.spec.input_model
         self.edit_model: type[FluxInput] = edit_arguments(self.edit_spec)
         self.edit_field: str = self.edit_spec.edit_field or ""
+        # The output folder; with FLUX_STORE_URL, the working copy of the bucket (``remote``).
         self.store = ImageStore(config.output_dir)
+        self.remote = images
+        self.state = state or open_state(None, namespace="")
         # Only this API's entries: servers on other APIs may share the output folder.
-        self.journal = Journal(config.output_dir, api=config.base_url)
+        self.journal = self.state.journal(config.output_dir, api=config.base_url)
+        self.owners = self.state.owners
+        self.metrics = metrics
 
     # -- the tools --------------------------------------------------------------------------
 
@@ -190,12 +223,12 @@ class FluxTools:
         """A watcher: waits for the prediction, never cancels it (not even when interrupted)."""
         self._require_token()
         ref = self._validate(GetPredictionInput, arguments, "get_prediction")
-        saved = self.store.saved(ref.prediction_id)
+        await self._check_owner(ref.prediction_id)
+        saved = await self._saved(ref.prediction_id)
         if saved:  # finished and downloaded earlier: no need to ask the API (or pay twice)
-            self.journal.remove(ref.prediction_id)
-            return await finished_result(
-                self._from_sidecars(saved), preview_side=self._side, content=self.config.content
-            )
+            await self.journal.remove(ref.prediction_id)
+            done = await self._with_links(self._from_sidecars(saved))
+            return await finished_result(done, preview_side=self._side, content=self.config.content)
         progress = Progress(call.report, self.config.model)
         try:
             outcome = await self.client.follow(
@@ -204,9 +237,9 @@ class FluxTools:
                 on_progress=progress.prediction,
             )
         except PredictionFailed:
-            self.journal.remove(ref.prediction_id)
+            await self.journal.remove(ref.prediction_id)
             raise
-        entry = self.journal.get(ref.prediction_id)
+        entry = await self.journal.get(ref.prediction_id)
         return await self._outcome(outcome, progress, entry.sources if entry else None)
 
     async def cancel_prediction(
@@ -214,6 +247,7 @@ class FluxTools:
     ) -> _sdk.CallToolResult:
         self._require_token()
         ref = self._validate(PredictionRef, arguments, "cancel_prediction")
+        await self._check_owner(ref.prediction_id)
         prediction = await self.client.cancel(ref.prediction_id)
         status = safe_text(prediction.status, 40)
         pid = safe_text(prediction.id, 100)
@@ -226,7 +260,7 @@ class FluxTools:
         else:
             text = f"Cancel requested for prediction {pid} (status now: {status})."
         if status in ("canceled", "failed", "aborted"):
-            self.journal.remove(ref.prediction_id)
+            await self.journal.remove(ref.prediction_id)
         return state_result(
             prediction_id=pid,
             model=safe_text(prediction.model or self.config.model, 100),
@@ -254,8 +288,10 @@ class FluxTools:
         progress = Progress(call.report, spec.name)
         image_dirs = await self._image_dirs(call, payload)
         sources = _image_inputs(payload)
-        tracker = Tracker(self, spec.name, sources, progress)
+        cost = self.client.estimate(payload, model=spec.name)
+        tracker = Tracker(self, spec.name, sources, progress, cost=cost, owner=self._caller())
         await progress.say("sending the request")
+        self._count_in_flight(+1)
         try:
             outcome = await self.client.run(
                 payload,
@@ -269,10 +305,19 @@ class FluxTools:
         except BaseException as exc:
             # Over without an image (failed, or canceled by the core, its owner): nothing left
             # to resume. Any other failure keeps its entry: the next start checks.
-            self.journal.settle(tracker.prediction_id, exc, owner=True)
+            with anyio.CancelScope(shield=True):
+                await self.journal.settle(tracker.prediction_id, exc, owner=True)
+            if tracker.prediction_id is not None:
+                self._count("failed" if isinstance(exc, PredictionFailed) else "error")
             if tracker.prediction_id is None and _unreadable_input(exc):
                 raise _sdk.ToolError(_input_problem(exc, payload, tool)) from None
             raise
+        finally:
+            self._count_in_flight(-1)
+        if isinstance(outcome, Running) and self.journal.shared:
+            # Not waited for here any more: any replica (this one too) takes it up and saves it,
+            # whether or not the caller comes back for it.
+            await self.journal.release([outcome.prediction_id])
         return await self._outcome(outcome, progress, sources)
 
     async def _outcome(
@@ -312,9 +357,11 @@ class FluxTools:
                 safe_text(prediction.id, 100),
                 safe_text(prediction.status, 40),
             )
+            self._count("pending")
             return self._pending(prediction, outcome.waited)
         await progress.say(f"{safe_text(outcome.status, 40)}, saving the image")
         done = await self.save(outcome, sources)
+        self._count("succeeded")
         try:
             return await finished_result(done, preview_side=self._side, content=self.config.content)
         except OSError as exc:  # a saved file gone or unreadable meanwhile: say where it was
@@ -345,8 +392,15 @@ class FluxTools:
                 f"{unsaved.message} Check FLUX_OUTPUT_DIR in the server's env block, then call "
                 "get_prediction to save it again."
             ) from None
-        self.journal.remove(result.prediction_id)
-        logger.info("prediction %s saved to %s", pid, ", ".join(map(str, files)))
+        if self.remote is not None:
+            await self._put(result, files)
+        await self.journal.remove(result.prediction_id)
+        logger.info(
+            "prediction %s saved to %s",
+            pid,
+            ", ".join(map(str, files)),
+            extra={"prediction_id": pid},
+        )
         done = Finished(
             prediction_id=pid,
             model=safe_text(result.model, 100),
@@ -359,7 +413,7 @@ class FluxTools:
             cost=result.cost,
         )
         done.follow_up = self._edit_hint(done)
-        return done
+        return await self._with_links(done)
 
     async def _image_dirs(self, call: _sdk.CallContext, payload: FluxInput) -> list[Path]:
         """The client's roots, when an image input is a local path or a prediction id.
@@ -385,22 +439,50 @@ class FluxTools:
     # -- crash recovery -----------------------------------------------------------------------
 
     async def resume(self, task_group: anyio.abc.TaskGroup) -> None:
-        """Take up the predictions a previous run created and did not save (the journal):
-        watch each again (never cancel it) and save its image, in the background."""
-        try:
-            entries, expired = await anyio.to_thread.run_sync(self.journal.take_up)
-        except OSError as exc:  # an unreadable journal must not stop the server
-            logger.warning("could not read the journal %s: %s", self.journal.directory, exc)
-            return
-        for entry in expired:
-            logger.warning("%s", entry.expired_text())
-        for entry in entries:
-            pid = safe_text(entry.prediction_id, 100)
-            if not self.config.has_token:
-                logger.warning("prediction %s not resumed: no API token", pid)
-                continue
-            logger.warning("resuming prediction %s, created before this server started", pid)
-            task_group.start_soon(self._resume_one, entry)
+        """Take up the predictions that may be billed and that nobody is saving: at start, what
+        a previous run left (the journal); with shared state, also while serving, whatever a
+        replica that died (or handed over) left, once its lease expired. Each is watched again
+        (never canceled, never created again) and its image saved, in the background."""
+        while True:
+            with logged_failure("taking up the journal"):
+                entries, expired = await self.journal.adopt()
+                for entry in expired:
+                    logger.warning("%s", entry.expired_text())
+                for entry in entries:
+                    pid = safe_text(entry.prediction_id, 100)
+                    if not self.config.has_token:
+                        logger.warning("prediction %s not resumed: no API token", pid)
+                        continue
+                    logger.warning(
+                        "resuming prediction %s, created by %s",
+                        pid,
+                        "another replica" if self.journal.shared else "an earlier run",
+                        extra={"prediction_id": pid},
+                    )
+                    if self.metrics is not None:
+                        self.metrics.adoptions.inc()
+                    task_group.start_soon(self._resume_one, entry)
+            if not self.journal.shared:
+                return  # one process: what is left is taken up at the next start
+            await anyio.sleep(ADOPT_SECONDS)
+
+    async def keep_leases(self) -> None:
+        """Renew this replica's leases, and exchange what was learned with the other replicas
+        (runs while serving, with shared state only)."""
+        while True:
+            await anyio.sleep(RENEW_SECONDS)
+            with logged_failure("renewing the journal's leases"):
+                await self.journal.renew()
+            with logged_failure("sharing learned durations"):
+                await self.state.sync()
+
+    async def hand_over(self) -> None:
+        """A graceful stop: let go of every prediction this replica holds, so that another
+        adopts it at once (the files of the in-process journal stay for the next start)."""
+        with logged_failure("handing the journal over"):
+            released = await self.journal.release()
+            if released:
+                logger.warning("handed %d prediction(s) over to the other replicas", released)
 
     async def _resume_one(self, entry: PendingPrediction) -> None:
         pid = safe_text(entry.prediction_id, 100)
@@ -412,17 +494,87 @@ class FluxTools:
                 return
             await self.save(outcome, entry.sources)
         except (FluxError, _sdk.ToolError) as exc:
-            dropped = self.journal.settle(entry.prediction_id, exc, owner=False)
+            dropped = await self.journal.settle(entry.prediction_id, exc, owner=False)
             logger.warning(
                 "could not resume prediction %s: %s; %s",
                 pid,
                 safe_text(exc, 300),
                 "it is over, dropped from the journal" if dropped else "kept for the next start",
+                extra={"prediction_id": pid},
             )
         except Exception:  # a background task must never take the server down
             logger.exception("could not resume prediction %s; kept for the next start", pid)
         else:
-            logger.warning("resumed prediction %s: its image is saved", pid)
+            logger.warning(
+                "resumed prediction %s: its image is saved", pid, extra={"prediction_id": pid}
+            )
+
+    # -- replicas: ownership, the bucket, metrics ----------------------------------------------
+
+    def _caller(self) -> str | None:
+        """Who is calling: an opaque owner (issuer + subject once people sign in); None until
+        then, which every caller matches."""
+        return None
+
+    async def _check_owner(self, prediction_id: str) -> None:
+        """Someone else's prediction is "not found", never "forbidden": ids are not probed."""
+        owner = await self.owners.get(prediction_id)
+        caller = self._caller()
+        if owner is not None and caller is not None and owner != caller:
+            raise _sdk.ToolError(
+                f"Prediction {safe_text(prediction_id, 100)} was not found. Check the "
+                "prediction_id returned by generate_image or edit_image."
+            )
+
+    async def _saved(self, prediction_id: str) -> list[Path]:
+        """The images saved for a prediction. With a bucket, the bucket is the truth (the
+        folder is this replica's working copy): they are copied here from it."""
+        if self.remote is None:
+            return self.store.saved(prediction_id)
+        owner = await self.owners.get(prediction_id)
+        return await self.remote.fetch(prediction_id, self.store.directory, owner)
+
+    async def _put(self, result: GenerationResult, files: list[Path]) -> None:
+        pid = safe_text(result.prediction_id, 100)
+        assert self.remote is not None
+        try:
+            owner = await self.owners.get(result.prediction_id)
+            await self.remote.put(files, owner)
+        except Exception as exc:
+            logger.warning(
+                "prediction %s: could not store its image in %s: %s",
+                pid,
+                self.remote.description,
+                safe_text(exc, 300),
+                extra={"prediction_id": pid},
+            )
+            raise _sdk.ToolError(
+                f"Prediction {pid} succeeded and its image was downloaded, but it could not be "
+                f"stored in {self.remote.description} (FLUX_STORE_URL). It is kept for a retry: "
+                f"call get_prediction with prediction_id '{pid}' in a moment."
+            ) from None
+
+    async def _with_links(self, done: Finished) -> Finished:
+        """With a bucket: where each image is kept, and a presigned link to open it."""
+        if self.remote is None:
+            return done
+        owner = await self.owners.get(done.prediction_id)
+        names = [path.name for path in done.files]
+        done.stored = [self.remote.uri(name, owner) for name in names]
+        try:
+            done.links = await self.remote.links(names, owner)
+        except Exception as exc:  # the image is stored: a missing link is no failure
+            logger.warning("could not sign links for %s: %s", done.prediction_id, exc)
+        done.link_days = LINK_SECONDS / 86400
+        return done
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.generations.labels(outcome).inc()
+
+    def _count_in_flight(self, change: int) -> None:
+        if self.metrics is not None:
+            self.metrics.in_flight.inc(change)
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -496,6 +648,13 @@ class FluxTools:
 
     async def read_image(self, stem: str, extension: str) -> bytes:
         path = self.store.path_of(stem, extension)
+        if path is None and self.remote is not None and is_safe_stem(stem):
+            # Saved by another replica: copied here from the bucket (the caller's own images).
+            name = f"{stem}.{extension}"
+            if extension in SERVED_FORMATS and await self.remote.fetch_one(
+                name, self.store.directory, self._caller()
+            ):
+                path = self.store.path_of(stem, extension)
         if path is None:
             raise _sdk.ResourceError(
                 f"No saved image {URI_PREFIX}{safe_text(stem, 100)}.{extension} in "

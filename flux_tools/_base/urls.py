@@ -59,4 +59,22 @@ def is_loopback(host: str) -> bool:
     return host_kind(host) == "loopback"
 
 
-__all__ = ["Origin", "host_kind", "is_local_host", "is_loopback", "non_public", "origin"]
+__all__ = [
+    "Origin",
+    "host_kind",
+    "is_local_host",
+    "is_loopback",
+    "non_public",
+    "origin",
+    "redact_url",
+]
+
+
+def redact_url(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``: a URL fit for a log."""
+    head, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{head}://{user}:***@{host}" if ":" in credentials else f"{head}://***@{host}"

@@ -280,6 +280,15 @@ class RateLimiter:
         with self._lock:
             return self._buckets["read"].interval
 
+    def utilization(self, lane: Lane = "read") -> float:
+        """How much of a budget is booked, 0 (idle) to 1 (every slot of its burst taken): the
+        requests booked ahead of now, as a share of what the bucket holds. The shared limiter
+        (replicas) answers the same number for the account as a whole."""
+        with self._lock:
+            bucket = self._buckets[lane]
+            ahead = bucket.tat - self._clock()
+            return min(1.0, max(0.0, ahead / (bucket.burst * bucket.interval)))
+
     def stats(self) -> LimiterStats:
         with self._lock:
             return LimiterStats(dict(self._acquired), dict(self._throttled), dict(self._waited))

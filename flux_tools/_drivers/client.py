@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable, Generator, Mapping, Sequence
 from datetime import datetime
@@ -21,7 +22,13 @@ import anyio.lowlevel
 import httpx2
 from typing_extensions import Unpack
 
-from .._base.errors import DownloadError, FluxError, FluxInputError
+from .._base.errors import (
+    ConfigError,
+    DownloadError,
+    FluxConnectionError,
+    FluxError,
+    FluxInputError,
+)
 from .._base.urls import origin
 from .._domain.inputs import FluxInput
 from .._domain.limits import RateLimiter, RateLimits
@@ -29,17 +36,21 @@ from .._domain.polling import DurationStats, PollSchedule, RetryPolicy
 from .._domain.prediction import GenerationResult, Prediction
 from .._domain.pricing import Budget, PriceTable
 from .._domain.registry import normalize_model_name
+from .._domain.shared import SharedBudget, SharedLimiter
 from .._protocol.actions import (
     MAX_REPLY_BYTES,
+    STOP_WAITING,
     Action,
     Call,
     Flow,
     LoadImage,
     Outcome,
     Reply,
+    Report,
     Sleep,
+    Spend,
 )
-from .._protocol.flows import CLEANUP_SECONDS, PredictionFlows, Running
+from .._protocol.flows import CLEANUP_SECONDS, PredictionFlows, Running, spend_in_process
 from .._protocol.listing import PredictionList, list_predictions
 from .._settings.environment import DEFAULT_BASE_URL, DEFAULT_TIMEOUT
 from .._settings.settings import Settings
@@ -242,8 +253,8 @@ class FluxClient(_ClientConfig):
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
         http_client: httpx2.Client | None = None,
-        limiter: RateLimiter | RateLimits | None = None,
-        budget: Budget | float | None = None,
+        limiter: RateLimiter | SharedLimiter | RateLimits | None = None,
+        budget: Budget | SharedBudget | float | None = None,
         prices: PriceTable | None = None,
         durations: DurationStats | None = None,
         **options: Unpack[ClientOptions],
@@ -252,6 +263,7 @@ class FluxClient(_ClientConfig):
         super().__init__(api_token, settings, retry, poll, options, spending)
         self._owns_http = http_client is None
         self._http = http_client or httpx2.Client()
+        self._stopped = threading.Event()
 
     # -- the driver: the only place where this client does I/O --------------------------------
 
@@ -280,12 +292,28 @@ class FluxClient(_ClientConfig):
             self._flows.requests.replied(call, reply)
             return reply
         if isinstance(action, Sleep):
-            time.sleep(action.seconds)
+            self._stopped.wait(action.seconds)  # cut short by stop_waiting()
         elif isinstance(action, LoadImage):
             return action.images.load(action.source, action.field)
-        elif on_progress is not None:
-            on_progress(action.prediction)
+        elif isinstance(action, Spend):
+            budget = self._flows.budget
+            if not isinstance(budget, Budget):
+                raise ConfigError(
+                    "A budget shared by replicas (FLUX_STATE_URL) is kept with round trips to "
+                    "the state server: use it with AsyncFluxClient, not the blocking FluxClient."
+                )
+            return spend_in_process(budget, action)
+        else:
+            if on_progress is not None:
+                on_progress(action.prediction)
+            return STOP_WAITING if self._stopped.is_set() else None
         return None
+
+    def stop_waiting(self) -> None:
+        """End every soft wait now and from now on (``run`` and ``follow`` with a ``budget``):
+        each returns :class:`Running` at its next state, the prediction left running, not
+        canceled. What a server shutting down does to hand its predictions over."""
+        self._stopped.set()
 
     def _send(self, call: Call) -> Reply:
         """One exchange, its body read in chunks up to a cap and within ``call.time_left``."""
@@ -503,8 +531,8 @@ class AsyncFluxClient(_ClientConfig):
         retry: RetryPolicy | None = None,
         poll: PollSchedule | None = None,
         http_client: httpx2.AsyncClient | None = None,
-        limiter: RateLimiter | RateLimits | None = None,
-        budget: Budget | float | None = None,
+        limiter: RateLimiter | SharedLimiter | RateLimits | None = None,
+        budget: Budget | SharedBudget | float | None = None,
         prices: PriceTable | None = None,
         durations: DurationStats | None = None,
         **options: Unpack[ClientOptions],
@@ -519,6 +547,8 @@ class AsyncFluxClient(_ClientConfig):
         self._http = http_client or httpx2.AsyncClient(
             limits=httpx2.Limits(max_connections=None, max_keepalive_connections=20)
         )
+        self._stopped = False
+        self._stop: anyio.Event | None = None
 
     # -- the driver: the only place where this client does I/O --------------------------------
 
@@ -589,21 +619,78 @@ class AsyncFluxClient(_ClientConfig):
 
     async def _do(self, action: Action, on_progress: ProgressCallback | None) -> Outcome:
         if isinstance(action, Call):
-            delay, call = self._flows.requests.slot(action)  # the account's budgets, shared
-            if delay > 0:
+            delay, call = await self._slot(action)  # the account's budgets, shared
+            if delay > 0 and call.kind == "create":
+                with anyio.move_on_after(delay):  # cut short by stop_waiting()
+                    await self._stop_event().wait()
+                if self._stopped:
+                    raise FluxConnectionError(
+                        "This server is shutting down: the request was not sent, so nothing "
+                        "was created or billed. Send it again: another server takes it.",
+                        maybe_created=False,
+                    )
+            elif delay > 0:
                 await anyio.sleep(delay)
             reply = await self._send(call)
-            self._flows.requests.replied(call, reply)
+            limiter = self._flows.limiter
+            if isinstance(limiter, SharedLimiter):
+                await limiter.observe_async(call.kind, reply.status, reply.headers)
+            else:
+                self._flows.requests.replied(call, reply)
             return reply
         if isinstance(action, Sleep):
-            await anyio.sleep(action.seconds)
+            if self._stopped:
+                return None
+            with anyio.move_on_after(action.seconds):  # cut short by stop_waiting()
+                await self._stop_event().wait()
         elif isinstance(action, LoadImage):  # file reads off the event loop
             return await anyio.to_thread.run_sync(action.images.load, action.source, action.field)
-        elif on_progress is not None:
-            maybe = on_progress(action.prediction)
-            if inspect.isawaitable(maybe):
-                await maybe
+        elif isinstance(action, Spend):
+            return await self._spend(action)
+        elif isinstance(action, Report):
+            if on_progress is not None:
+                maybe = on_progress(action.prediction)
+                if inspect.isawaitable(maybe):
+                    await maybe
+            return STOP_WAITING if self._stopped else None
         return None
+
+    async def _slot(self, call: Call) -> tuple[float, Call]:
+        """The account's budgets for ``call``: in-process at once, or a round trip to the state
+        server when replicas share them (awaited: the event loop never blocks on it)."""
+        requests, limiter = self._flows.requests, self._flows.limiter
+        if isinstance(limiter, SharedLimiter):
+            delay = await limiter.acquire_async(call.kind, deadline=requests.latest(call))
+            return requests.delayed(call, delay)
+        return requests.slot(call)
+
+    async def _spend(self, step: Spend) -> Outcome:
+        budget = self._flows.budget
+        if isinstance(budget, Budget):
+            return spend_in_process(budget, step)
+        assert isinstance(budget, SharedBudget)
+        if step.step == "reserve":
+            return await budget.reserve_async(step.model, step.usd)
+        if step.step == "release":
+            await budget.release_async(step.hold)
+        elif step.step == "bind":
+            await budget.bind_async(step.prediction_id, step.hold)
+        else:
+            await budget.settle_async(step.prediction_id, step.status)
+        return None
+
+    def _stop_event(self) -> anyio.Event:
+        if self._stop is None:
+            self._stop = anyio.Event()  # made in the event loop that waits on it
+        return self._stop
+
+    def stop_waiting(self) -> None:
+        """End every soft wait now and from now on (``run`` and ``follow`` with a ``budget``):
+        each returns :class:`Running` at its next state, the prediction left running, not
+        canceled. What a server shutting down does to hand its predictions over."""
+        self._stopped = True
+        if self._stop is not None:
+            self._stop.set()
 
     async def _send(self, call: Call) -> Reply:
         """One exchange, its body read in chunks up to a cap and within ``call.time_left``."""

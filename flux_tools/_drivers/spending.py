@@ -8,6 +8,7 @@ from typing import Any
 from .._domain.limits import RateLimiter, RateLimits
 from .._domain.polling import DurationStats
 from .._domain.pricing import Budget, PriceTable
+from .._domain.shared import SharedBudget, SharedLimiter
 from .._settings.settings import Settings
 from .durations import durations_for_api
 
@@ -24,8 +25,8 @@ class Spending:
     durations kept in the cache).
     """
 
-    limiter: RateLimiter | RateLimits | None = None
-    budget: Budget | float | None = None
+    limiter: RateLimiter | SharedLimiter | RateLimits | None = None
+    budget: Budget | SharedBudget | float | None = None
     prices: PriceTable | None = None
     durations: DurationStats | None = None
 
@@ -33,10 +34,10 @@ class Spending:
         """What each left None is built from: the client's ``settings`` (the environment's,
         read once by :meth:`Settings.from_env`)."""
         limiter = self.limiter
-        if not isinstance(limiter, RateLimiter):
+        if not isinstance(limiter, RateLimiter | SharedLimiter):
             limiter = RateLimiter(limiter or settings.rate_limits or RateLimits())
         budget = self.budget
-        if not isinstance(budget, Budget):
+        if not isinstance(budget, Budget | SharedBudget):
             budget = (
                 Budget(settings.budget_usd, per_call=settings.max_call_usd)
                 if budget is None

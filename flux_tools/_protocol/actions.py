@@ -2,7 +2,7 @@
 drivers (``FluxClient`` and ``AsyncFluxClient`` in :mod:`flux_tools._drivers.client`).
 
 A flow is a generator that yields actions (:class:`Call`, :class:`Sleep`, :class:`Report`,
-:class:`LoadImage`) and receives each one's :data:`Outcome`.
+:class:`LoadImage`, :class:`Spend`) and receives each one's :data:`Outcome`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import httpx2
 
 from .._domain.prediction import Prediction
+from .._domain.pricing import Hold
 
 T = TypeVar("T")
 
@@ -69,6 +70,34 @@ class LoadImage:
 
 
 @dataclass(frozen=True)
+class Spend:
+    """One step of a budget shared by replicas (its state is in the state server, so the driver
+    does the round trip): ``reserve`` (answers the :class:`Hold`, or raises BudgetExceeded into
+    the flow), ``release`` a hold whose create certainly made nothing, ``bind`` a hold to its
+    prediction, ``settle`` a prediction that ended. An in-process budget is kept by the flow
+    itself: no action."""
+
+    step: Literal["reserve", "release", "bind", "settle"]
+    model: str = ""
+    usd: float | None = None
+    hold: Hold | None = None
+    prediction_id: str = ""
+    status: str = ""
+
+
+class StopWaiting:
+    """The driver's answer to a :class:`Report` when it wants a soft wait over now (a server
+    shutting down hands its predictions over): the wait returns the prediction as it is, not
+    canceled, as when its budget runs out."""
+
+    def __repr__(self) -> str:
+        return "STOP_WAITING"
+
+
+STOP_WAITING = StopWaiting()
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the driver sends back for a :class:`Call` that got an HTTP answer."""
 
@@ -79,15 +108,17 @@ class Reply:
     too_large: bool = False
 
 
-Action = Call | Sleep | Report | LoadImage
+Action = Call | Sleep | Report | LoadImage | Spend
 #: What a driver sends into a flow: a Reply or a transport error for a Call, a data URI (or
-#: None) for a LoadImage, None otherwise.
-Outcome = Reply | httpx2.TransportError | str | None
+#: None) for a LoadImage, the Hold (or None) for a Spend, STOP_WAITING (or None) for a Report,
+#: None otherwise.
+Outcome = Reply | httpx2.TransportError | str | Hold | StopWaiting | None
 Flow = Generator[Action, Outcome, T]
 
 
 __all__ = [
     "MAX_REPLY_BYTES",
+    "STOP_WAITING",
     "Action",
     "Call",
     "Flow",
@@ -97,4 +128,6 @@ __all__ = [
     "Reply",
     "Report",
     "Sleep",
+    "Spend",
+    "StopWaiting",
 ]

@@ -32,7 +32,7 @@ from .._domain.inputs import FluxInput
 from .._domain.limits import RateLimiter
 from .._domain.polling import DurationStats, PollSchedule, RetryPolicy
 from .._domain.prediction import GenerationResult, Prediction
-from .._domain.pricing import Budget, PriceTable
+from .._domain.pricing import Budget, Hold, PriceTable
 from .._domain.registry import (
     EditImages,
     edit_input,
@@ -40,7 +40,8 @@ from .._domain.registry import (
     normalize_model_name,
     spec_or_none,
 )
-from .actions import Call, Flow, ImageLoader, Report, Sleep
+from .._domain.shared import SharedBudget, SharedLimiter
+from .actions import STOP_WAITING, Call, Flow, ImageLoader, Report, Sleep, Spend
 from .payloads import Payloads
 from .requests import Requests
 
@@ -108,8 +109,8 @@ class PredictionFlows:
         secrets: tuple[str | None, ...] = (),
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
-        limiter: RateLimiter | None = None,
-        budget: Budget | None = None,
+        limiter: RateLimiter | SharedLimiter | None = None,
+        budget: Budget | SharedBudget | None = None,
         prices: PriceTable | None = None,
         durations: DurationStats | None = None,
     ) -> None:
@@ -120,8 +121,8 @@ class PredictionFlows:
         self.schedule = schedule
         # Shared by every generation of the client: the account's request budgets, the money
         # it may spend, and what it learned of each model's durations.
-        self.limiter = limiter or RateLimiter(clock=clock)
-        self.budget = budget or Budget()
+        self.limiter: RateLimiter | SharedLimiter = limiter or RateLimiter(clock=clock)
+        self.budget: Budget | SharedBudget = budget or Budget()
         self.prices = prices or PriceTable()
         self.durations = durations if durations is not None else DurationStats()
         self._clock = clock
@@ -173,17 +174,30 @@ class PredictionFlows:
             read_timeout=read_timeout,
         )
         # Refused here, before anything is sent, when it would exceed a budget.
-        hold = self.budget.reserve(model, self.prices.estimate(model, payload))
+        estimate = self.prices.estimate(model, payload)
+        hold = yield from self.spend(Spend("reserve", model=model, usd=estimate))
         try:
             reply = yield from self.requests.send(call, deadline=deadline)
         except FluxError as exc:
             created = getattr(exc, "created", None)
             if created is False or getattr(exc, "maybe_created", None) is False:
-                self.budget.release(hold)  # certainly not created: nothing billed
+                # Certainly not created: nothing billed.
+                yield from self.spend(Spend("release", hold=hold))
             raise
         prediction = self.requests.prediction(reply, "create")
-        self.budget.bind(prediction.id, hold)
+        yield from self.spend(Spend("bind", hold=hold, prediction_id=prediction.id))
         return prediction
+
+    def spend(self, step: Spend) -> Flow[Hold | None]:
+        """One step of the budget: kept here when it is in-process (no I/O), asked of the driver
+        when replicas share it (a round trip to the state server)."""
+        budget = self.budget
+        if isinstance(budget, Budget):
+            return spend_in_process(budget, step)
+        if not budget.active or (step.step in ("release", "bind") and step.hold is None):
+            return None
+        outcome = yield step
+        return outcome if isinstance(outcome, Hold) else None
 
     def estimate(self, model: str, payload: Mapping[str, Any]) -> float | None:
         """The estimated cost in USD of one create of ``model`` with this API input."""
@@ -227,6 +241,7 @@ class PredictionFlows:
         started: float | None = None,
         owned: bool = True,
         budget: float | None = None,
+        created: float | None = None,
     ) -> Flow[Prediction]:
         """Poll until the prediction is done, the deadline passes, or the soft ``budget`` ends.
 
@@ -255,16 +270,20 @@ class PredictionFlows:
                 current = yield from self.get(str(prediction), deadline=soft_end, persistent=True)
                 model = current.model or model  # learn under the model it really is
             while True:
-                yield Report(current)
+                signal = yield Report(current)
                 if self.is_done(current):
                     break
+                if signal is STOP_WAITING and budget is not None:
+                    return current  # handed over (a server shutting down): not canceled
                 now = self._clock()
                 if now >= deadline:
                     current = yield from self._on_deadline(current, owned, started)
                     break
                 if now >= soft_end:
                     return current  # the budget ran out: still running, and not canceled
-                elapsed = now - started
+                # The plan counts from the prediction's creation (``created``: when its create
+                # answered), not from a wait for the account's create slot before it.
+                elapsed = now - (started if created is None else created)
                 plan = self.durations.plan(model, self.schedule, reads=self.limiter.poll_reads())
                 delay = self.schedule.next_delay(elapsed, previous, plan=plan)
                 previous = min(delay, soft_end - now)
@@ -287,7 +306,7 @@ class PredictionFlows:
             raise
         self._learn(model, current, self._clock() - started)
         if current.is_terminal:
-            self.budget.settle(current.id, current.status)
+            yield from self.spend(Spend("settle", prediction_id=current.id, status=current.status))
         return current
 
     def _on_deadline(self, current: Prediction, owned: bool, started: float) -> Flow[Prediction]:
@@ -374,7 +393,7 @@ class PredictionFlows:
             deadline=started + span,
         )
         prediction = yield from self.wait(
-            prediction, deadline=deadline, started=started, budget=budget
+            prediction, deadline=deadline, started=started, budget=budget, created=self._clock()
         )
         if not self.is_done(prediction):
             return Running(prediction, self._clock() - started)
@@ -451,3 +470,17 @@ class PredictionFlows:
                 timings.predicted = round(max(0.0, observed - timings.queued), 3)
         result.cost = self.estimate(result.model, prediction.input or {})
         return result
+
+
+def spend_in_process(budget: Budget, step: Spend) -> Hold | None:
+    """A budget step on an in-process :class:`Budget` (what a driver does for a :class:`Spend`
+    it is handed with one)."""
+    if step.step == "reserve":
+        return budget.reserve(step.model, step.usd)
+    if step.step == "release":
+        budget.release(step.hold)
+    elif step.step == "bind":
+        budget.bind(step.prediction_id, step.hold)
+    else:
+        budget.settle(step.prediction_id, step.status)
+    return None

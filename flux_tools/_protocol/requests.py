@@ -15,11 +15,12 @@ from urllib.parse import quote
 import httpx2
 from pydantic import ValidationError
 
-from .._base.errors import FluxAPIError, FluxConnectionError, FluxError, api_error
+from .._base.errors import ConfigError, FluxAPIError, FluxConnectionError, FluxError, api_error
 from .._base.urls import origin
 from .._domain.limits import RateLimiter
 from .._domain.polling import RetryPolicy
 from .._domain.prediction import Prediction
+from .._domain.shared import SharedLimiter
 from .actions import MAX_REPLY_BYTES, Call, Flow, Reply, Sleep
 
 #: The least time a request is given, even right at a deadline: the last poll before giving up
@@ -46,7 +47,7 @@ class Requests:
         base_url: str,
         *,
         retry: RetryPolicy,
-        limiter: RateLimiter,
+        limiter: RateLimiter | SharedLimiter,
         clock: Callable[[], float],
         rng: Any,
         secrets: tuple[str | None, ...] = (),
@@ -222,14 +223,26 @@ class Requests:
     def slot(self, call: Call) -> tuple[float, Call]:
         """Book the account's budget for ``call``: the seconds to wait before sending it, and
         the call to send then. A call with a deadline is never made late by the wait."""
-        deadline = None
-        if call.time_left is not None:
-            deadline = self._clock() + max(0.0, call.time_left - LIMITER_ANSWER_MARGIN)
-        delay = self.limiter.acquire(call.kind, deadline=deadline)
+        if isinstance(self.limiter, SharedLimiter):
+            raise ConfigError(
+                "A limiter shared by replicas (FLUX_STATE_URL) books its slots with a round trip "
+                "to the state server: use it with AsyncFluxClient, not the blocking FluxClient."
+            )
+        return self.delayed(call, self.limiter.acquire(call.kind, deadline=self.latest(call)))
+
+    def latest(self, call: Call) -> float | None:
+        """The latest time (on the limiter's clock) at which ``call`` may be sent; None: any."""
+        if call.time_left is None:
+            return None
+        return self._clock() + max(0.0, call.time_left - LIMITER_ANSWER_MARGIN)
+
+    def delayed(self, call: Call, delay: float) -> tuple[float, Call]:
+        """``call`` sent ``delay`` seconds from now: its time left shrinks by the wait."""
         if delay > 0 and call.time_left is not None:
             call = replace(call, time_left=max(MIN_CALL_SECONDS, call.time_left - delay))
         return delay, call
 
     def replied(self, call: Call, reply: Reply) -> None:
         """What an answer says of the account's budgets (``ratelimit-*`` headers, a 429)."""
-        self.limiter.observe(call.kind, reply.status, reply.headers)
+        if isinstance(self.limiter, RateLimiter):
+            self.limiter.observe(call.kind, reply.status, reply.headers)

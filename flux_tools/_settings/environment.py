@@ -107,6 +107,24 @@ SERVER_ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("FLUX_MCP_PORT", "MCP", "HTTP port"),
     EnvVar("FLUX_MCP_STATELESS", "MCP", "HTTP without sessions"),
     EnvVar("FLUX_MCP_ALLOWED_HOSTS", "MCP", "Host headers accepted (comma-separated)"),
+    EnvVar(
+        "FLUX_STATE_URL",
+        "MCP",
+        "`redis://HOST:6379/0` (Valkey or Redis): the state replicas share (rate limits, "
+        "budgets, the journal, ownership, learned durations); unset: in-process",
+    ),
+    EnvVar(
+        "FLUX_STORE_URL",
+        "MCP",
+        "`s3://BUCKET/PREFIX`: where images and sidecars are kept (endpoint and keys from "
+        "`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...); unset: the output folder only",
+    ),
+    EnvVar("FLUX_MCP_LOG_FORMAT", "MCP", "`text` (default) or `json`, one object a line"),
+    EnvVar(
+        "FLUX_MCP_DRAIN_SECONDS",
+        "MCP",
+        "after SIGTERM, seconds `/readyz` answers 503 before the port closes (default 1)",
+    ),
 )
 
 #: Every variable flux-tools reads.

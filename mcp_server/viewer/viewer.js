@@ -173,6 +173,7 @@
     });
     var uris = Array.isArray(data.resource_uris) ? data.resource_uris : [];
     var files = Array.isArray(data.files) ? data.files : [];
+    var links = Array.isArray(data.links) ? data.links : [];
     var count = Math.max(uris.length, previews.length);
     var loads = [];
     for (var i = 0; i < count; i++) {
@@ -191,6 +192,7 @@
           src: src,
           uri: uris[index] || null,
           file: files[index] || null,
+          link: /^https?:\/\//.test(links[index] || "") ? links[index] : null,
           index: index,
           data: data,
           prompt: (args && typeof args.prompt === "string") ? args.prompt : extra.prompt || null,
@@ -395,7 +397,9 @@
   }
 
   function openFile(entry) {
-    if (entry.file && state.host.openLinks) {
+    if (entry.link && state.host.openLinks) {  // kept in object storage: its presigned link
+      request("ui/open-link", { url: entry.link }).catch(function () {});
+    } else if (entry.file && /^[\/\\]|^[A-Za-z]:/.test(entry.file) && state.host.openLinks) {
       var url = "file://" + encodeURI(entry.file.replace(/\\/g, "/")).replace(/#/g, "%23");
       request("ui/open-link", { url: url }).catch(function () {});
     } else if (entry.src) {

@@ -35,6 +35,7 @@ async def test_flux_budget_usd_stops_the_second_generation(
     with pytest.raises(BudgetExceeded, match="FLUX_BUDGET_USD"):
         await flux("generate", prompt="the second does not")
     assert emulator.stats.predictions_created == 1
+    assert isinstance(flux.client.budget, Budget)
     assert flux.client.budget.spent == pytest.approx(price)
 
 
@@ -46,6 +47,7 @@ async def test_a_refused_create_gives_its_money_back(
     emulator.add_fault(Fault("create", "422"))
     with pytest.raises(Exception, match="422"):
         await flux("generate", prompt="refused by the API")
+    assert isinstance(flux.client.budget, Budget)
     assert flux.client.budget.spent == 0  # nothing was created: nothing counted
     result = await flux("generate", prompt="then one that works")
     assert result.cost == pytest.approx(price)

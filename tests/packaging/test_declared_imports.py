@@ -40,11 +40,12 @@ MODULE_EXTRAS: dict[str, str | None] = {
     "flux_tools/emulator": "emulator",
     "flux_tools/demo": "all",
     "mcp_server": "mcp",
+    "mcp_server/objects": "server",
 }
 #: Distributions the core may import lazily, inside a function that fails with a clear message
 #: naming the extra, mapped to the extras that bring them: the previews are made by the core
 #: (``flux_tools.make_preview``) for the ``preview`` extra and for the MCP server.
-LAZY_IN_CORE: dict[str, tuple[str, ...]] = {"pillow": ("preview", "mcp")}
+LAZY_IN_CORE: dict[str, tuple[str, ...]] = {"pillow": ("preview", "mcp"), "redis": ("server",)}
 #: The package's own top-level modules.
 FIRST_PARTY = {"flux_tools", "mcp_server"}
 
