@@ -28,7 +28,7 @@ import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,17 +38,13 @@ from . import _sdk
 from .config import Config, is_loopback
 from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
 from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
-from .ops import Metrics, Operations
+from .ops import ASGIApp, Message, Metrics, Operations, Receive, Scope, Send
 
 logger = logging.getLogger("mcp_server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
 MCP_PATH = "/mcp"
+#: After the drain, how long open calls have to answer before their connections close.
+GRACE_SECONDS = 10
 LOOPBACK_HOSTS = ("127.0.0.1:*", "localhost:*", "[::1]:*")
 LOOPBACK_ORIGINS = ("http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*")
 #: Sessions remembered with their owner; past this many, the oldest are forgotten (a forgotten
@@ -404,6 +400,11 @@ async def serve_http(
 
     def stopping() -> None:
         ops.draining = True  # /readyz answers 503 from now on
+        logger.info(
+            "stopping: not ready from now on, the port closes in %g s; calls still waiting "
+            "answer with their prediction id",
+            config.drain_seconds,
+        )
         if on_stop is not None:
             on_stop()
 
@@ -435,7 +436,7 @@ async def serve_http(
         log_config=None,  # our logging: stderr only
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=GRACE_SECONDS,
     )
     required = [
         *(["the static bearer token"] if config.auth_token else []),

@@ -23,6 +23,7 @@ import anyio
 
 logger = logging.getLogger("mcp_server")
 
+#: ASGI's vocabulary, for this module's and http.py's middleware.
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

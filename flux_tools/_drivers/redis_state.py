@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -540,15 +540,7 @@ class RedisJournal:
         return int(LEASE_SECONDS * 1000)
 
     async def add(self, entry: PendingPrediction, owner: str | None = None) -> None:
-        data = json.dumps(
-            {
-                "prediction_id": entry.prediction_id,
-                "model": entry.model,
-                "created": entry.created,
-                "sources": entry.sources,
-                "owner": owner,
-            }
-        )
+        data = replace(entry, owner=owner).to_json()
         self._held.add(entry.prediction_id)
         try:
             async with self._state.redis.pipeline(transaction=True) as pipe:
@@ -585,7 +577,7 @@ class RedisJournal:
         except Exception as exc:  # provenance only: the call goes on without it
             logger.warning("could not read journal entry %s: %s", prediction_id, exc)
             return None
-        return _entry(str(raw)) if raw else None
+        return PendingPrediction.from_json(str(raw)) if raw else None
 
     async def settle(self, prediction_id: str | None, error: BaseException, *, owner: bool) -> bool:
         if prediction_id and ended_without_image(error, owner=owner):
@@ -601,7 +593,7 @@ class RedisJournal:
         live: list[PendingPrediction] = []
         expired: list[PendingPrediction] = []
         for pid, raw in zip(answer[::2], answer[1::2], strict=True):
-            entry = _entry(raw)
+            entry = PendingPrediction.from_json(raw)
             if entry is None:  # unreadable: nobody can resume it
                 await self.remove(pid)
                 logger.warning("removed an unreadable journal entry: %s", safe_text(pid, 100))
@@ -640,30 +632,8 @@ class RedisJournal:
 
     async def owner_of(self, prediction_id: str) -> str | None:
         raw = await self._state.redis.hget(self._entries, prediction_id)
-        try:
-            owner = json.loads(raw).get("owner") if raw else None
-        except ValueError:
-            return None
-        return owner if isinstance(owner, str) else None
-
-
-def _entry(raw: str) -> PendingPrediction | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    pid, model, created = data.get("prediction_id"), data.get("model"), data.get("created")
-    sources = data.get("sources") or {}
-    if not (isinstance(pid, str) and 0 < len(pid) <= 200 and pid.isprintable()):
-        return None
-    if not isinstance(model, str) or not isinstance(created, int | float):
-        return None
-    if not isinstance(sources, dict):
-        return None
-    clean = {k: v for k, v in sources.items() if isinstance(k, str) and isinstance(v, str)}
-    return PendingPrediction(pid, model, float(created), clean)
+        entry = PendingPrediction.from_json(str(raw)) if raw else None
+        return entry.owner if entry is not None else None
 
 
 class RedisOwners:

@@ -163,9 +163,11 @@ async function main() {
       pending = await view.locator("#pending").textContent();
       const image = view.locator("#image[src^='data:image/']");
       for (let round = 0; round < 20 && !(await image.isVisible()); round++) {
-        if ((await again.isVisible()) && (await again.isEnabled())) {
+        // One look, no waiting: the image may arrive (and the button hide) at any moment.
+        const ready = await again.evaluateAll((buttons) => buttons.some((b) => !b.disabled));
+        if (ready) {
           step("pending: check again");
-          await again.click();
+          await again.click({ timeout: 2000 }).catch(() => {});
         }
         await page.waitForTimeout(250);
       }

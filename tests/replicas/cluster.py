@@ -27,6 +27,8 @@ class Cluster:
     bucket: str
     replicas: list[ServerProcess | None] = field(default_factory=list)
     lb: HAProxy | None = None
+    #: The logs of the processes a restart replaced, by replica.
+    past: dict[int, list[str]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -46,6 +48,9 @@ class Cluster:
         out.mkdir(exist_ok=True)
         env = {**self.env, "FLUX_OUTPUT_DIR": str(out / "images")}
         args = ["--transport", "streamable-http", "--stateless", "--port", str(self.ports[index])]
+        earlier = self.replicas[index]
+        if earlier is not None:  # a restart: the log of the process before stays readable
+            self.past.setdefault(index, []).append(earlier.stderr)
         process = ServerProcess(args, env, out, stdio=False)
         self.replicas[index] = process
         return process
@@ -81,8 +86,10 @@ class Cluster:
         return time.monotonic() - started
 
     def log(self, index: int) -> str:
+        """The replica's log, its earlier processes' included (a restart keeps them)."""
         process = self.replicas[index]
-        return process.stderr if process is not None else ""
+        current = process.stderr if process is not None else ""
+        return "\n".join([*self.past.get(index, []), current])
 
     def logs(self) -> str:
         return "\n".join(f"--- replica {i}\n{self.log(i)[-4000:]}" for i in range(len(self.ports)))
@@ -104,6 +111,7 @@ def cluster(
     count: int = 3,
     **extra: str,
 ) -> Iterator[Cluster]:
+    valkey.flush()
     bucket = f"flux-{uuid.uuid4().hex[:10]}"
     seaweed.make_bucket(bucket)
     env = server_env(

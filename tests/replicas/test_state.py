@@ -5,6 +5,7 @@ Each "replica" here is a RedisState of its own (its own connections) on one acco
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -147,8 +148,9 @@ async def test_a_killed_replica_s_entries_are_adopted_once_its_leases_expire(
     a, b, c = (replica(valkey_server, namespace, n) for n in "abc")
     try:
         ja, jb, jc = a.journal(tmp_path), b.journal(tmp_path), c.journal(tmp_path)
-        entry = PendingPrediction("p1", "black-forest-labs/flux-pro", time.time(), {"k": "v"})
-        await ja.add(entry, owner="alice")
+        given = PendingPrediction("p1", "black-forest-labs/flux-pro", time.time(), {"k": "v"})
+        await ja.add(given, owner="alice")
+        entry = dataclasses.replace(given, owner="alice")  # as recorded: with its owner
         assert await jb.adopt() == ([], [])  # held by a
         await ja.renew()
         assert (await jb.get("p1")) == entry
