@@ -179,7 +179,10 @@ def seaweed(folder: Path) -> Iterator[Seaweed]:
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         "-master.volumeSizeLimitMB=64",
-        "-volume.max=8",
+        # Each bucket is a collection that grows volumes of its own (four at its first write):
+        # with the default 8, a third bucket of the session (one per test) finds none left and
+        # every PUT answers 500. Volumes are not preallocated: a free slot costs nothing.
+        "-volume.max=100",
     ]
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=out, cwd=folder)
