@@ -106,6 +106,11 @@ async def serve(config: Config) -> None:
     if state.shared:
         logger.info("state shared with the other replicas in %s", state.description)
     metrics = Metrics(client.limiter) if config.transport != "stdio" else None
+    if not config.oauth and config.user_budget_usd is not None:
+        logger.warning(
+            "FLUX_MCP_USER_BUDGET_USD is set, but nobody signs in (FLUX_MCP_OAUTH_ISSUER is not "
+            "set): it applies to signed-in people only; FLUX_BUDGET_USD caps this server"
+        )
     links = _links(config)
     audit = AuditLog(config.audit_log)
     audit.check()

@@ -56,6 +56,7 @@ _PATH = re.compile(
     r"(?P<name>[A-Za-z0-9][A-Za-z0-9_-]{0,199}\.(?P<ext>png|jpg|webp))$"
 )
 _SIGNATURE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_EXPIRES = re.compile(r"^[1-9][0-9]{0,11}$")
 #: Longest a browser may keep an image it opened (or the link's own lifetime, if shorter).
 MAX_CACHE_SECONDS = 86400
 CHUNK = 64 * 1024
@@ -124,7 +125,7 @@ class LinkSigner:
         expires_text, signature = fields.get("exp", []), fields.get("sig", [])
         if match is None or len(expires_text) != 1 or len(signature) != 1 or len(fields) != 2:
             raise invalid
-        if not expires_text[0].isdigit() or len(expires_text[0]) > 12:
+        if not _EXPIRES.match(expires_text[0]):  # one spelling only: no sign, no leading 0
             raise invalid
         if not _SIGNATURE.match(signature[0]):
             raise invalid

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from flux_tools.kit import safe_stem
+
 from .identity import Identity
 
 #: Under the output folder (and the bucket's prefix), each person's own folder.
@@ -65,8 +67,9 @@ class Person:
 
     def folder(self, output_dir: Path) -> Path:
         """Where this person's images are saved: the output folder for the local user,
-        ``<output folder>/people/<person id>`` for a signed-in person."""
-        return output_dir / PEOPLE_FOLDER / self.id if self.id else output_dir
+        ``<output folder>/people/<person id>`` for a signed-in person (an id read back from the
+        state is made a safe name, as the bucket's prefix is: never a path of its own)."""
+        return output_dir / PEOPLE_FOLDER / safe_stem(self.id) if self.id else output_dir
 
     def may_see(self, owner: str | None) -> bool:
         """Whether a prediction recorded as ``owner``'s (None: the local user's, or nobody

@@ -232,7 +232,6 @@ class FluxTools:
         self.audit = audit or AuditLog()
         #: Each person's share of the create rate (when people sign in), None: no sharing.
         self.shares = shares
-        self._stores: dict[str | None, ImageStore] = {None: self.store}
 
     # -- the tools --------------------------------------------------------------------------
 
@@ -596,11 +595,9 @@ class FluxTools:
 
     def _store_of(self, owner: str | None) -> ImageStore:
         """The folder of ``owner``'s images (None: the local user's, the output folder)."""
-        store = self._stores.get(owner)
-        if store is None:
-            store = ImageStore(Person(owner).folder(self.config.output_dir))
-            self._stores[owner] = store
-        return store
+        if owner is None:
+            return self.store
+        return ImageStore(Person(owner).folder(self.config.output_dir))
 
     async def _owns(self, prediction_id: str, person: Person) -> bool:
         """Whether the prediction is ``person``'s: recorded as theirs, or saved in their own
@@ -655,7 +652,8 @@ class FluxTools:
         if self.remote is not None:
             done.stored = [self.remote.uri(name, owner) for name in names]
         if self.links is not None:
-            done.links = [self.links.url(owner, name) for name in names]
+            served = [name for name in names if name.rsplit(".", 1)[-1] in SERVED_FORMATS]
+            done.links = [self.links.url(owner, name) for name in served]
             done.link_seconds = self.links.ttl
         elif self.remote is not None:
             try:

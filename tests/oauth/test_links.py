@@ -120,3 +120,41 @@ async def test_signed_links_open_one_persons_image_until_they_expire(
             assert expired.status_code == 410 and "expired" in expired.text
             assert "get_prediction" in expired.text
     assert SECRET not in server.stderr and DUMMY_TOKEN not in server.stderr
+
+
+def test_a_link_is_checked_in_every_part() -> None:
+    from mcp_server.links import LinkRefused, LinkSigner
+
+    now = [1_000_000.0]
+    signer = LinkSigner("https://images.example.com/mcp", SECRET, 60, clock=lambda: now[0])
+    alice = "0123456789abcdef0123456789abcdef"
+    link = urlsplit(signer.url(alice, "abc.png"))
+    assert f"{link.scheme}://{link.netloc}" == "https://images.example.com"
+    assert signer.check(link.path, link.query) == (alice, "abc.png")
+    local = urlsplit(signer.url(None, "abc.png"))
+    assert local.path == "/images/local/abc.png"
+    assert signer.check(local.path, local.query) == (None, "abc.png")
+    # Another server's key, another shape, a duplicated field: not valid.
+    other = LinkSigner("https://images.example.com/mcp", SECRET + "x", 60, clock=lambda: now[0])
+    for path, query in (
+        (link.path, urlsplit(other.url(alice, "abc.png")).query),
+        (link.path.replace(".png", ".PNG"), link.query),
+        (link.path + "/", link.query),
+        (link.path, link.query + "&exp=1"),
+        (link.path, link.query.replace("exp=", "exp=0")),
+        ("/images/" + alice.upper() + "/abc.png", link.query),
+        (link.path, ""),
+    ):
+        with pytest.raises(LinkRefused) as refused:
+            signer.check(path, query)
+        assert refused.value.status == 403, (path, query)
+    now[0] += 61
+    with pytest.raises(LinkRefused) as expired:
+        signer.check(link.path, link.query)
+    assert expired.value.status == 410
+    # Without a key, one is made per process: its links are not another process's.
+    first, second = (LinkSigner("https://i.example.com/mcp", None, 60) for _ in range(2))
+    assert first.ephemeral and second.ephemeral
+    made = urlsplit(first.url(alice, "abc.png"))
+    with pytest.raises(LinkRefused):
+        second.check(made.path, made.query)

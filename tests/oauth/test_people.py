@@ -15,11 +15,15 @@ from typing import Any
 import pytest
 
 from flux_tools.emulator import Emulator
+from mcp_server._sdk import APP_MIME_TYPE
+from mcp_server.viewer import META_KEY as VIEWER_META
+from mcp_server.viewer import VIEWER_URI
 
 from ..mcp.mcp_helpers import SDK_LINE, text_of
 from ..mcp.real_clients import LEGACY, MODERN
 from ..mcp.test_real_clients_js import JS_DIR, run_js
 from .conftest import Served
+from .oauth_helpers import AuthServer, oauth_env, serve_mcp
 from .people import UNKNOWN_ID, person_id, refusal, same_words, signed_in
 
 pytestmark = pytest.mark.mcp
@@ -47,6 +51,10 @@ async def test_two_people_cannot_see_read_cancel_or_edit_each_others_work(
         assert uri in await alice.listed()
         [content] = await alice.read(uri)
         assert content["mimeType"].startswith("image/") and content["blob"]
+        # The MCP App viewer, as a host reads it for her (then her image, as above).
+        [viewer] = await alice.read(VIEWER_URI)
+        assert viewer["mimeType"] == APP_MIME_TYPE and "<html" in viewer["text"].lower()
+        assert mine["links"] and VIEWER_META in made["_meta"]
 
         async with signed_in(served.url, "bob", era, tmp_path / "bob") as bob:
             asked = _requests_about(emulator, pid)
@@ -123,3 +131,30 @@ async def test_the_typescript_sdk_cannot_reach_another_persons_work(
     [listed] = [e for e in events if e["event"] == "resources"]
     assert uri not in listed["uris"]
     assert emulator.stats.cancels == 0 and emulator.stats.creates == 1
+
+
+async def test_a_persons_prediction_outlives_a_killed_server_and_stays_theirs(
+    issuer: AuthServer, emulator: Emulator, tmp_path: Path, workdir: Path, public_url: str
+) -> None:
+    # Ownership is kept in memory by one process: after a SIGKILL the journal entry says whose
+    # the prediction is, the next start saves it in its owner's folder, and it is still hers.
+    env = oauth_env(emulator, tmp_path, issuer.issuer, public_url, FLUX_MCP_WAIT_SECONDS="1")
+    with serve_mcp(env, workdir, public_url) as server:
+        async with signed_in(public_url, "alice", LEGACY, tmp_path / "alice") as alice:
+            running = await alice.call(
+                "generate_image", {"prompt": f"{PROMPT} [emulator:latency=2]"}
+            )
+        assert running["structuredContent"]["status"] in ("starting", "processing")
+        pid = running["structuredContent"]["prediction_id"]
+        server.kill()  # no save, no cleanup
+
+    folder = tmp_path / "images" / "people" / person_id(issuer.issuer, "alice")
+    with serve_mcp(env, workdir, public_url) as again:
+        again.wait_for_stderr(rf"resumed prediction {pid}: its image is saved", timeout=40)
+        async with signed_in(public_url, "bob", LEGACY, tmp_path / "bob") as bob:
+            theirs = refusal(await bob.call("get_prediction", {"prediction_id": pid}))
+        async with signed_in(public_url, "alice", LEGACY, tmp_path / "alice2") as alice:
+            hers = await alice.call("get_prediction", {"prediction_id": pid})
+    assert "was not found" in theirs
+    assert [Path(f).parent for f in hers["structuredContent"]["files"]] == [folder]
+    assert emulator.stats.creates == 1 and emulator.stats.cancels == 0
