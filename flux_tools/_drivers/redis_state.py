@@ -11,6 +11,8 @@ server on its own clock (``TIME``):
 - **budgets**: micro-dollars per scope (``server``, ``person:<id>:<day>``), checked and reserved
   in every scope at once, so N replicas together never pass a ceiling; a hold is bound to its
   prediction in the state server, so whichever replica sees it end may settle it.
+- **each person's share of the create rate**: the people active in the last minute (a sorted set)
+  and a bucket per person, read and booked by one script (:class:`RedisFairShare`).
 - **the journal**: one hash of entries, one lease key per entry (``SET NX PX``), renewed by the
   replica working on it; an entry whose lease expired is adopted by the next replica that looks.
 - **ownership** and **learned durations**: plain keys, with expiry.
