@@ -14,6 +14,9 @@ A public, documented module, so that a front end (ours or yours) needs nothing p
 - **commands**: :class:`ArgumentParser`, which answers a mistyped flag with the nearest one.
 - **replicas**: :func:`open_state` (the state replicas share, or the in-process default), the
   journal as a server works it (:class:`PendingWork`, leased entries), ownership.
+- **people**: a budget per person (:func:`charging`, :func:`next_reset`) and each person's fair
+  share of the create rate (:class:`PersonShares`, :class:`ShareSlot`), for a server that many
+  people share.
 
 A chat model, a terminal and a log read the same words, and a fix lands once.
 """
@@ -46,9 +49,11 @@ from ._base.media import MEDIA_TYPES, safe_stem
 from ._base.suggest import ArgumentParser
 from ._base.text import safe_text
 from ._base.urls import is_loopback
-from ._domain.images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_URI_PREFIXES
+from ._domain.images import DEFAULT_MAX_IMAGE_BYTES, IMAGE_URI_PREFIXES, PREDICTION_ID
 from ._domain.prediction import GenerationResult, Prediction, Timings, abbreviate
+from ._domain.pricing import usd_amount
 from ._domain.registry import edit_arguments, edit_spec, known_model, model_spec
+from ._domain.shares import ShareSlot, charging, next_reset
 from ._drivers.batch import DEFAULT_CONCURRENCY, REPORT_NAME, aload_rows, load_rows
 from ._drivers.client import AsyncFluxClient, FluxClient
 from ._drivers.journal import (
@@ -69,6 +74,7 @@ from ._drivers.state import (
     RENEW_SECONDS,
     Owners,
     PendingWork,
+    PersonShares,
     State,
     account_namespace,
     logged_failure,
@@ -327,6 +333,7 @@ __all__ = [
     "LEASE_SECONDS",
     "LEDGER_NAME",
     "MEDIA_TYPES",
+    "PREDICTION_ID",
     "RENEW_SECONDS",
     "REPORT_NAME",
     "RETENTION_SECONDS",
@@ -338,10 +345,12 @@ __all__ = [
     "Owners",
     "PendingPrediction",
     "PendingWork",
+    "PersonShares",
     "Preview",
     "Progress",
     "ProgressUpdate",
     "ResultFacts",
+    "ShareSlot",
     "Spending",
     "State",
     "abbreviate",
@@ -349,6 +358,7 @@ __all__ = [
     "advice",
     "aload_rows",
     "asave_or_explain",
+    "charging",
     "check_writable",
     "display_name",
     "edit_arguments",
@@ -362,6 +372,7 @@ __all__ = [
     "logged_failure",
     "make_preview",
     "model_spec",
+    "next_reset",
     "open_state",
     "read_environment",
     "redact",
@@ -371,6 +382,7 @@ __all__ = [
     "safe_stem",
     "safe_text",
     "save_or_explain",
+    "usd_amount",
     "where_the_image_is",
     "write_text_atomic",
 ]

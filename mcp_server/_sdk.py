@@ -125,6 +125,21 @@ class TemplateSpec:
 
 
 @dataclass(frozen=True)
+class ResourceEntry:
+    """A resource named in ``resources/list`` (read through a template)."""
+
+    uri: str
+    name: str
+    mime_type: str
+    size: int | None = None
+    description: str | None = None
+
+
+#: The resources listed for the caller (read :func:`calling_identity` to know who it is).
+ResourceLister = Callable[[], Awaitable[list[ResourceEntry]]]
+
+
+@dataclass(frozen=True)
 class AppSpec:
     """An MCP App view: a ``ui://`` HTML resource the named tools' results are shown in.
 
@@ -205,6 +220,9 @@ def _roots_resolver(spec: ToolSpec) -> Any:
     wants = spec.wants_roots
 
     async def client_roots(ctx: Any) -> Any:
+        identity = _identity(ctx)
+        if identity is not None and identity.kind == "oauth":
+            return None  # a remote person's roots are folders on their machine, not here
         protocol = getattr(ctx, "protocol_version", None)
         if not protocol or not version.is_version_at_least(protocol, MODERN_PROTOCOL):
             return None
@@ -313,9 +331,77 @@ def calling_client() -> ClientInfo:
 
 
 def calling_identity() -> Identity | None:
-    """Who made the tool call being handled, as its HTTP request's token proved it (None
-    outside a call, and when no token is checked)."""
+    """Who made the tool call (or the ``resources/read`` or ``resources/list`` request) being
+    handled, as its HTTP request's token proved it (None outside one, and when no token is
+    checked)."""
     return _caller.get(None)
+
+
+def _scope_identity(request: Any) -> Identity | None:
+    """The identity in the ASGI scope of an HTTP request (a Starlette request), if any."""
+    scope = getattr(request, "scope", None)
+    identity = scope.get(IDENTITY_KEY) if isinstance(scope, dict) else None
+    return identity if isinstance(identity, Identity) else None
+
+
+def _listed(entries: Sequence[ResourceEntry]) -> list[types.Resource]:
+    return [
+        types.Resource.model_validate(
+            {
+                "uri": entry.uri,
+                "name": entry.name,
+                "mimeType": entry.mime_type,
+                **({"size": entry.size} if entry.size is not None else {}),
+                **({"description": entry.description} if entry.description else {}),
+            }
+        )
+        for entry in entries
+    ]
+
+
+def _with_caller_v2(handler: Any, lister: ResourceLister | None) -> Any:
+    """2.x: a lowlevel handler of resources/read or resources/list run with the caller of its
+    own request (never the session's first one: see mcp_server.identity); a list gets the
+    caller's own resources added."""
+
+    async def handle(ctx: Any, params: Any) -> Any:
+        token = _caller.set(_scope_identity(getattr(ctx, "request", None)))
+        try:
+            result = await handler(ctx, params)
+            if lister is not None and isinstance(result, types.ListResourcesResult):
+                extra = _listed(await lister())
+                result = result.model_copy(update={"resources": [*result.resources, *extra]})
+            return result
+        finally:
+            _caller.reset(token)
+
+    return handle
+
+
+def _with_caller_v1(lowlevel: Any, handler: Any, lister: ResourceLister | None) -> Any:
+    """1.x: the same, for a handler keyed by request type (the request context is the SDK's
+    context variable, set for this request)."""
+
+    async def handle(request: Any) -> Any:
+        try:
+            identity = _scope_identity(lowlevel.request_context.request)
+        except LookupError:
+            identity = None
+        token = _caller.set(identity)
+        try:
+            result = await handler(request)
+            inner = getattr(result, "root", None)
+            if lister is not None and isinstance(inner, types.ListResourcesResult):
+                extra = _listed(await lister())
+                sdk_types: Any = types
+                result = sdk_types.ServerResult(
+                    inner.model_copy(update={"resources": [*inner.resources, *extra]})
+                )
+            return result
+        finally:
+            _caller.reset(token)
+
+    return handle
 
 
 def _tool(spec: ToolSpec, *, output_schema: bool, meta: dict[str, Any] | None) -> Any:
@@ -517,6 +603,7 @@ class SDKServer:
         http: HTTPOptions | None = None,
         log_level: str = "INFO",
         app: AppSpec | None = None,
+        list_resources: ResourceLister | None = None,
     ) -> None:
         self._http = http
         bound = set(app.tools) if app is not None else set()
@@ -560,6 +647,25 @@ class SDKServer:
                 description=template.description,
                 mime_type=template.mime_type,
             )(_template_reader(template))
+        self._identify_resource_requests(list_resources)
+
+    def _identify_resource_requests(self, lister: ResourceLister | None) -> None:
+        """resources/read and resources/list know who asks (:func:`calling_identity`), as tool
+        calls do: their handlers are wrapped, under either line."""
+        if SDK_LINE == 2:
+            lowlevel = self._impl._lowlevel_server
+            for method in ("resources/read", "resources/list"):
+                entry = lowlevel.get_request_handler(method)
+                if entry is not None:
+                    wrapped = _with_caller_v2(entry.handler, lister)
+                    lowlevel.add_request_handler(method, entry.params_type, wrapped)
+            return
+        lowlevel = self._impl._mcp_server
+        sdk_types: Any = types
+        for kind in (sdk_types.ReadResourceRequest, sdk_types.ListResourcesRequest):
+            handler = lowlevel.request_handlers.get(kind)
+            if handler is not None:
+                lowlevel.request_handlers[kind] = _with_caller_v1(lowlevel, handler, lister)
 
     async def run_stdio(self) -> None:
         # The SDK's run_stdio_async(), with unreadable messages answered (_answer_unreadable).
@@ -728,8 +834,10 @@ __all__ = [
     "HTTPOptions",
     "NoRoots",
     "Reporter",
+    "ResourceEntry",
     "ResourceError",
     "ResourceLink",
+    "ResourceLister",
     "SDKServer",
     "TemplateSpec",
     "ToolError",

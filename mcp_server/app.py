@@ -11,8 +11,10 @@ import anyio
 from flux_tools import AsyncFluxClient, ConfigError, RateLimits, RetryPolicy
 from flux_tools.kit import State, account_namespace, open_state
 
+from .audit import AuditLog
 from .config import Config
 from .http import http_options, serve_http
+from .links import LinkSigner
 from .objects import ObjectImages
 from .ops import Metrics
 from .server import FluxTools, build_server
@@ -30,21 +32,39 @@ START_SECONDS = 15.0
 def make_client(config: Config, state: State | None = None) -> AsyncFluxClient:
     settings = config.settings
     shared: dict[str, object] = {}
-    if state is not None and state.shared:  # the account's limits, budget and durations
-        shared = {
-            "limiter": state.limiter(settings.rate_limits or RateLimits()),
-            "budget": state.budget(settings.budget_usd, settings.max_call_usd),
-            "durations": state.durations(settings.base_url, settings.cache_dir),
-        }
+    if state is not None:  # the budget, with its per-person scopes (in-process, or shared)
+        shared["budget"] = state.budget(settings.budget_usd, settings.max_call_usd)
+    if state is not None and state.shared:  # the account's limits and durations
+        shared["limiter"] = state.limiter(settings.rate_limits or RateLimits())
+        shared["durations"] = state.durations(settings.base_url, settings.cache_dir)
     return AsyncFluxClient(
         settings=settings,
         timeout=config.cancel_after,
-        # The output folder is always allowed: "edit the image just generated" reads its file.
-        # (The client's roots are added per call.)
-        image_dirs=[config.output_dir, *config.image_dirs],
+        # None by default: the folders local images may be read from depend on the caller, and
+        # are given per call (the local user: the output folder, FLUX_IMAGE_DIRS and the client's
+        # roots; a signed-in person: their own folder only).
+        image_dirs=(),
         retry=RetryPolicy(max_retry_after=min(MAX_RETRY_AFTER, config.wait_seconds / 2)),
         **shared,  # type: ignore[arg-type]
     )
+
+
+def _links(config: Config) -> LinkSigner | None:
+    """Signed links to images, on the origin of the public URL (none without one)."""
+    if config.transport == "stdio" or config.public_url is None:
+        return None
+    signer = LinkSigner(config.public_url, config.link_secret, config.link_ttl)
+    if signer.ephemeral:
+        logger.warning(
+            "FLUX_MCP_LINK_SECRET is not set: links to images are signed with a key made at "
+            "start, so they stop working when this process restarts, and replicas cannot open "
+            "each other's. Set FLUX_MCP_LINK_SECRET (32+ random characters, the same on every "
+            "replica)."
+        )
+    logger.info(
+        "links to images served at %s/images/..., valid %g s", signer.origin, config.link_ttl
+    )
+    return signer
 
 
 async def _start(state: State) -> None:
@@ -78,14 +98,34 @@ async def serve(config: Config) -> None:
         config.wait_seconds,
     )
     logger.info(
-        "local input images read from %s and the client's roots, up to %d bytes each",
-        ", ".join(str(d) for d in client.images.dirs),
+        "local input images read from %s and the client's roots, up to %d bytes each%s",
+        ", ".join(str(d) for d in (config.output_dir, *config.image_dirs)),
         config.max_image_bytes,
+        "; a signed-in person's only from their own folder" if config.oauth else "",
     )
     if state.shared:
         logger.info("state shared with the other replicas in %s", state.description)
     metrics = Metrics(client.limiter) if config.transport != "stdio" else None
-    tools = FluxTools(config, client, state=state, images=images, metrics=metrics)
+    if not config.oauth and config.user_budget_usd is not None:
+        logger.warning(
+            "FLUX_MCP_USER_BUDGET_USD is set, but nobody signs in (FLUX_MCP_OAUTH_ISSUER is not "
+            "set): it applies to signed-in people only; FLUX_BUDGET_USD caps this server"
+        )
+    links = _links(config)
+    audit = AuditLog(config.audit_log)
+    audit.check()
+    # People who sign in share the account's create rate fairly; alone, nothing changes.
+    shares = state.fair_share(config.settings.rate_limits or RateLimits()) if config.oauth else None
+    tools = FluxTools(
+        config,
+        client,
+        state=state,
+        images=images,
+        metrics=metrics,
+        links=links,
+        audit=audit,
+        shares=shares,
+    )
     http = None if config.transport == "stdio" else http_options(config)
     server = build_server(config, client, http, tools=tools)
 
@@ -106,7 +146,12 @@ async def serve(config: Config) -> None:
                 # SIGTERM: calls waiting on a prediction answer at once with its id (it goes
                 # on running), creates still queued for a rate-limit slot are not sent.
                 await serve_http(
-                    config, server, ready=ready, metrics=metrics, on_stop=client.stop_waiting
+                    config,
+                    server,
+                    ready=ready,
+                    metrics=metrics,
+                    on_stop=client.stop_waiting,
+                    links=(links, tools.open_image) if links is not None else None,
                 )
             background.cancel_scope.cancel()  # the client is gone: stop watching (never cancel)
     finally:

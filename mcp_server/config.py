@@ -36,6 +36,7 @@ from flux_tools.kit import (
     is_loopback,
     model_spec,
     read_environment,
+    usd_amount,
 )
 
 Transport = Literal["stdio", "streamable-http"]
@@ -58,6 +59,12 @@ CONTENT_AUTO = "auto"
 #: are told to ask for). Generating images spends money: a token the authorization server issued
 #: for this server but without the person's consent to that scope is refused.
 DEFAULT_OAUTH_SCOPES = ("flux:generate",)
+#: FLUX_MCP_LINK_TTL's default: how long a link to an image opens it (7 days).
+DEFAULT_LINK_TTL = 7 * 86400.0
+#: The shortest link secret accepted (FLUX_MCP_LINK_SECRET): 32 characters of randomness.
+MIN_LINK_SECRET_CHARS = 32
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.I)
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 #: A scope token (RFC 6749 §3.3): printable ASCII without space, '"' and '\\'.
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
@@ -107,6 +114,16 @@ class Config:
     log_format: str = "text"
     #: FLUX_MCP_DRAIN_SECONDS: after SIGTERM, how long /readyz says 503 before the port closes.
     drain_seconds: float = DEFAULT_DRAIN_SECONDS
+    #: FLUX_MCP_USER_BUDGET_USD: most one signed-in person may spend a UTC day (None: no limit).
+    user_budget_usd: float | None = None
+    #: FLUX_MCP_AUDIT_LOG: the file each create is appended to, one JSON line (None: the
+    #: ``mcp_server.audit`` logger only).
+    audit_log: Path | None = None
+    #: FLUX_MCP_LINK_SECRET: the key links to images are signed with (None: a random one per
+    #: process). Kept out of the repr.
+    link_secret: str | None = field(default=None, repr=False)
+    #: FLUX_MCP_LINK_TTL: seconds a link to an image opens it.
+    link_ttl: float = DEFAULT_LINK_TTL
 
     # The core's settings, by the names the server has always used.
     @property
@@ -420,6 +437,51 @@ def _oauth(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str | None
     return issuer_text, public
 
 
+def _duration(name: str, text: str, *, low: float, high: float) -> float:
+    """``3600``, ``90s``, ``30m``, ``12h``, ``7d``: seconds; a ConfigError naming ``name``."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ConfigError(
+            f"{name} must be a duration: seconds (3600) or a number with s, m, h or d "
+            f"(90s, 30m, 12h, 7d); got {text!r}."
+        )
+    seconds = float(match.group(1)) * _UNITS[(match.group(2) or "s").lower()]
+    if not low <= seconds <= high:
+        raise ConfigError(
+            f"{name} must be between {low:g} seconds and {high / 86400:g} days, got {text!r}."
+        )
+    return seconds
+
+
+def _link_secret(text: str | None) -> str | None:
+    if text is None or not text.strip():
+        return None
+    if len(text.strip()) < MIN_LINK_SECRET_CHARS:
+        raise ConfigError(
+            f"FLUX_MCP_LINK_SECRET is too short: use at least {MIN_LINK_SECRET_CHARS} random "
+            "characters (e.g. the output of `openssl rand -hex 32`), the same on every replica."
+        )
+    return text.strip()
+
+
+def _audit_log(text: str | None) -> Path | None:
+    if text is None or not text.strip():
+        return None
+    path = _path(text.strip())
+    if not path.is_absolute():
+        raise ConfigError(
+            f"FLUX_MCP_AUDIT_LOG={text!r} is a relative path: give an absolute file, e.g. "
+            "/var/log/flux-mcp/audit.jsonl (one per replica, or one on a local disk they share)."
+        )
+    if path.is_dir():
+        raise ConfigError(f"FLUX_MCP_AUDIT_LOG={text!r} is a folder: name the file to append to.")
+    if not path.parent.is_dir():
+        raise ConfigError(
+            f"FLUX_MCP_AUDIT_LOG={text!r}: the folder {path.parent} does not exist; make it first."
+        )
+    return path
+
+
 def load_config(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -554,6 +616,19 @@ def load_config(
     if log_format not in ("text", "json"):
         raise ConfigError(f"FLUX_MCP_LOG_FORMAT must be text or json, got {log_format!r}.")
 
+    try:
+        user_budget = usd_amount(
+            "FLUX_MCP_USER_BUDGET_USD", env.get("FLUX_MCP_USER_BUDGET_USD", "")
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    link_ttl = _duration(
+        "FLUX_MCP_LINK_TTL",
+        env.get("FLUX_MCP_LINK_TTL") or f"{DEFAULT_LINK_TTL:g}",
+        low=1,
+        high=366 * 86400,
+    )
+
     return Config(
         settings=settings,
         output_dir=output_dir,
@@ -576,11 +651,16 @@ def load_config(
         store_url=store_url,
         log_format=log_format,
         drain_seconds=drain,
+        user_budget_usd=user_budget,
+        audit_log=_audit_log(env.get("FLUX_MCP_AUDIT_LOG")),
+        link_secret=_link_secret(env.get("FLUX_MCP_LINK_SECRET")),
+        link_ttl=link_ttl,
     )
 
 
 __all__ = [
     "DEFAULT_CANCEL_AFTER",
+    "DEFAULT_LINK_TTL",
     "DEFAULT_OAUTH_SCOPES",
     "DEFAULT_PORT",
     "DEFAULT_PREVIEW_SIDE",

@@ -37,6 +37,7 @@ import anyio
 from . import _sdk
 from .config import Config, is_loopback
 from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
+from .links import ImageLinks, ImageReader, LinkSigner
 from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
 from .ops import ASGIApp, Message, Metrics, Operations, Receive, Scope, Send
 
@@ -380,10 +381,12 @@ async def serve_http(
     ready: Callable[[], Awaitable[None]] = _always_ready,
     metrics: Metrics | None = None,
     on_stop: Callable[[], None] | None = None,
+    links: tuple[LinkSigner, ImageReader] | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM. ``on_stop`` runs at the signal, before the port closes (the
     server hands its work over); ``/healthz``, ``/readyz`` and ``/metrics`` answer outside the
-    authentication (``mcp_server.ops``)."""
+    authentication (``mcp_server.ops``), and so do ``links`` to images (``/images/...``, signed:
+    ``mcp_server.links``)."""
     import asyncio
 
     import uvicorn
@@ -393,6 +396,8 @@ async def serve_http(
     verifier = TokenVerifier(settings) if settings is not None else None
     if config.auth_token or verifier is not None:
         app = Authenticate(app, token=config.auth_token, verifier=verifier)
+    if links is not None:  # a browser's click carries no token: the signature is the credential
+        app = ImageLinks(app, *links)
     ops = Operations(app, ready=ready, metrics=metrics)
     app = ops
     loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ import anyio
 from flux_tools import ConfigError
 from flux_tools.kit import safe_stem, safe_text
 
-from .store import media_type, sidecar_of
+from .store import SERVED_FORMATS, is_safe_stem, media_type, sidecar_of
 
 logger = logging.getLogger("mcp_server")
 
@@ -143,6 +143,34 @@ class ObjectImages:
         await anyio.Path(temporary).write_bytes(data)
         await anyio.Path(temporary).replace(target)
         return target
+
+    async def read(self, name: str, owner: str | None = None) -> bytes | None:
+        """One image's bytes by file name (for a link), None when the bucket has none."""
+        import obstore
+
+        try:
+            answer = await obstore.get_async(self._store, self.key(name, owner))
+        except FileNotFoundError:
+            return None
+        return bytes(await answer.bytes_async())
+
+    async def list_images(self, owner: str | None, most: int) -> list[tuple[str, int]]:
+        """The images of ``owner`` in the bucket: (file name, size), newest first."""
+        import obstore
+
+        folder = owner_segment(owner)
+        listing = await obstore.list(self._store, prefix=folder or None).collect_async()
+        found = []
+        for meta in listing:
+            path = str(meta["path"])
+            parent, _, name = path.rpartition("/")
+            stem, _, extension = name.rpartition(".")
+            mine = parent == folder or parent.endswith(f"/{folder}")
+            if not mine or extension not in SERVED_FORMATS or not is_safe_stem(stem):
+                continue
+            found.append((meta["last_modified"], name, int(meta["size"])))
+        found.sort(reverse=True)
+        return [(name, size) for _, name, size in found[:most]]
 
     async def links(self, names: Sequence[str], owner: str | None = None) -> list[str]:
         """Presigned GET URLs of the images, valid :data:`LINK_SECONDS`."""

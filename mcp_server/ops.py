@@ -59,6 +59,12 @@ class Metrics:
             "Estimated cost of the predictions created (USD).",
             registry=self.registry,
         )
+        self.share_refusals = Counter(
+            "flux_fair_share_refusals",
+            "Creates refused because a person was creating faster than their share of the "
+            "account's rate (nothing was sent).",
+            registry=self.registry,
+        )
         self.adoptions = Counter(
             "flux_journal_adoptions",
             "Journal entries this replica took up from another (or a previous) process.",

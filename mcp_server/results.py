@@ -104,9 +104,10 @@ class Finished:
     cost: float | None = None
     #: Where the images are kept when not (only) in ``files``: ``s3://bucket/key`` each.
     stored: list[str] = field(default_factory=list)
-    #: Links a person can open (presigned, expiring after ``link_days``).
+    #: Links a person can open (this server's signed links, or presigned ones), valid for
+    #: ``link_seconds``.
     links: list[str] = field(default_factory=list)
-    link_days: float = 0.0
+    link_seconds: float = 0.0
 
 
 @dataclass
@@ -132,6 +133,15 @@ def _describe(seconds: float | None) -> str:
     return f" in {seconds:.1f} s" if seconds is not None else ""
 
 
+def _lifetime(seconds: float) -> str:
+    """``7 days``, ``12 hours``, ``30 minutes``, ``20 seconds``."""
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = round(seconds / size, 1)
+            return f"{count:g} {unit}{'' if count == 1 else 's'}"
+    return f"{seconds:g} seconds"
+
+
 def finished_text(done: Finished, *, previews: int) -> str:
     """The core's result text, with what only this server has: resource URIs, the preview,
     how to go on editing."""
@@ -140,7 +150,7 @@ def finished_text(done: Finished, *, previews: int) -> str:
         extra.append("A downscaled preview is attached; the full-size image is the saved file.")
     for index, link in enumerate(done.links, 1):
         label = "Link" if len(done.links) == 1 else f"Link {index}"
-        extra.append(f"{label} to open it (expires in {done.link_days:g} days): {link}")
+        extra.append(f"{label} to open it (expires in {_lifetime(done.link_seconds)}): {link}")
     if done.follow_up:
         extra.append(done.follow_up)
     return result_text(

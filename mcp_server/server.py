@@ -8,10 +8,13 @@ Failures come back as error results whose text says what to change; the server k
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flux_tools import (
     AsyncFluxClient,
+    BudgetExceeded,
     DownloadError,
     FluxError,
     FluxInput,
@@ -35,26 +39,33 @@ from flux_tools import (
 from flux_tools.kit import (
     ADOPT_SECONDS,
     IMAGE_URI_PREFIXES,
+    PREDICTION_ID,
     RENEW_SECONDS,
     TOKEN_ENV_VARS,
     PendingPrediction,
+    PersonShares,
     State,
+    charging,
     edit_arguments,
     edit_spec,
     error_text,
     known_model,
     logged_failure,
     model_spec,
+    next_reset,
     open_state,
     safe_text,
 )
 from flux_tools.kit import Progress as ProgressText
 
 from . import _sdk
+from .audit import AuditLog
 from .catalog import ListModelsInput, ModelList, models_result
 from .config import Config
+from .links import CHUNK, ImageBody, LinkSigner
 from .objects import LINK_SECONDS, ObjectImages
 from .ops import Metrics
+from .people import Person
 from .results import (
     Finished,
     ImageResult,
@@ -82,6 +93,10 @@ NO_TOKEN = (
 )
 #: Longest text of an error result: a refused megabyte value is never echoed whole.
 MAX_ERROR_CHARS = 4000
+#: The variable of a signed-in person's daily budget (the name its refusals carry).
+USER_BUDGET = "FLUX_MCP_USER_BUDGET_USD"
+#: A signed-in person's images listed by resources/list: the most recent.
+MAX_LISTED = 100
 
 
 class PredictionRef(BaseModel):
@@ -145,18 +160,20 @@ class Tracker:
         progress: Progress,
         *,
         cost: float | None = None,
-        owner: str | None = None,
+        person: Person | None = None,
+        tool: str = "generate_image",
     ):
         self._tools, self._model, self._sources, self._progress = tools, model, sources, progress
-        self._cost, self._owner = cost, owner
+        self._cost, self._person, self._tool = cost, person or Person(), tool
         self.prediction_id: str | None = None
 
     async def __call__(self, prediction: Prediction) -> None:
         if self.prediction_id is None:
             self.prediction_id = prediction.id
+            owner = self._person.id
             entry = PendingPrediction(prediction.id, self._model, time.time(), dict(self._sources))
-            await self._tools.journal.add(entry, self._owner)
-            await self._tools.owners.set(prediction.id, self._owner)
+            await self._tools.journal.add(entry, owner)
+            await self._tools.owners.set(prediction.id, owner)
             if self._tools.metrics is not None and self._cost:
                 self._tools.metrics.spend.inc(self._cost)
             pid = safe_text(prediction.id, 100)
@@ -167,6 +184,15 @@ class Tracker:
                 safe_text(prediction.status, 40),
                 extra={"prediction_id": pid},
             )
+            with logged_failure("writing the audit line"):
+                await self._tools.audit.record(
+                    "create",
+                    self._person,
+                    tool=self._tool,
+                    prediction_id=pid,
+                    model=safe_text(self._model, 100),
+                    cost_usd=self._cost,
+                )
         await self._progress.prediction(prediction)
 
 
@@ -181,6 +207,9 @@ class FluxTools:
         state: State | None = None,
         images: ObjectImages | None = None,
         metrics: Metrics | None = None,
+        links: LinkSigner | None = None,
+        audit: AuditLog | None = None,
+        shares: PersonShares | None = None,
     ) -> None:
         # load_config refuses unknown models and edit models that cannot edit.
         self.config = config
@@ -198,6 +227,11 @@ class FluxTools:
         self.journal = self.state.journal(config.output_dir, api=config.base_url)
         self.owners = self.state.owners
         self.metrics = metrics
+        #: Links to images served by this server (FLUX_MCP_PUBLIC_URL), None: none.
+        self.links = links
+        self.audit = audit or AuditLog()
+        #: Each person's share of the create rate (when people sign in), None: no sharing.
+        self.shares = shares
 
     # -- the tools --------------------------------------------------------------------------
 
@@ -223,12 +257,14 @@ class FluxTools:
         """A watcher: waits for the prediction, never cancels it (not even when interrupted)."""
         self._require_token()
         ref = self._validate(GetPredictionInput, arguments, "get_prediction")
-        await self._check_owner(ref.prediction_id)
-        saved = await self._saved(ref.prediction_id)
+        person = self._person()
+        # The caller's own saved images first (their folder, or their prefix in the bucket).
+        saved = await self._saved(ref.prediction_id, person)
         if saved:  # finished and downloaded earlier: no need to ask the API (or pay twice)
             await self.journal.remove(ref.prediction_id)
-            done = await self._with_links(self._from_sidecars(saved))
+            done = await self._with_links(self._from_sidecars(saved), person.id)
             return await finished_result(done, preview_side=self._side, content=self.config.content)
+        await self._check_owner(ref.prediction_id, person)
         progress = Progress(call.report, self.config.model)
         try:
             outcome = await self.client.follow(
@@ -240,17 +276,20 @@ class FluxTools:
             await self.journal.remove(ref.prediction_id)
             raise
         entry = await self.journal.get(ref.prediction_id)
-        return await self._outcome(outcome, progress, entry.sources if entry else None)
+        return await self._outcome(outcome, progress, entry.sources if entry else None, person.id)
 
     async def cancel_prediction(
         self, call: _sdk.CallContext, arguments: dict[str, Any]
     ) -> _sdk.CallToolResult:
         self._require_token()
         ref = self._validate(PredictionRef, arguments, "cancel_prediction")
-        await self._check_owner(ref.prediction_id)
+        person = self._person()
+        await self._check_owner(ref.prediction_id, person)
         prediction = await self.client.cancel(ref.prediction_id)
         status = safe_text(prediction.status, 40)
         pid = safe_text(prediction.id, 100)
+        with logged_failure("writing the audit line"):
+            await self.audit.record("cancel", person, prediction_id=pid, status=status)
         if status == "canceled":
             text = f"Prediction {pid} is canceled."
         elif status in ("succeeded", "failed", "aborted"):
@@ -285,23 +324,27 @@ class FluxTools:
         """
         self._require_token()
         payload = self._validate(input_model, arguments, tool, model_name=spec.name)
+        person = self._person()
         progress = Progress(call.report, spec.name)
-        image_dirs = await self._image_dirs(call, payload)
+        await self._check_earlier_results(payload, person)
+        image_dirs = await self._image_dirs(call, payload, person)
         sources = _image_inputs(payload)
         cost = self.client.estimate(payload, model=spec.name)
-        tracker = Tracker(self, spec.name, sources, progress, cost=cost, owner=self._caller())
+        tracker = Tracker(self, spec.name, sources, progress, cost=cost, person=person, tool=tool)
+        waited = await self._take_turn(person, progress)
         await progress.say("sending the request")
         self._count_in_flight(+1)
         try:
-            outcome = await self.client.run(
-                payload,
-                model=spec.name,
-                budget=self.config.wait_seconds,
-                cancel_after=self.config.cancel_after,
-                sync_wait=0,
-                image_dirs=image_dirs,
-                on_progress=tracker,
-            )
+            with self._charging(person):
+                outcome = await self.client.run(
+                    payload,
+                    model=spec.name,
+                    budget=max(1.0, self.config.wait_seconds - waited),
+                    cancel_after=self.config.cancel_after,
+                    sync_wait=0,
+                    image_dirs=image_dirs,
+                    on_progress=tracker,
+                )
         except BaseException as exc:
             # Over without an image (failed, or canceled by the core, its owner): nothing left
             # to resume. Any other failure keeps its entry: the next start checks.
@@ -318,18 +361,19 @@ class FluxTools:
             # Not waited for here any more: any replica (this one too) takes it up and saves it,
             # whether or not the caller comes back for it.
             await self.journal.release([outcome.prediction_id])
-        return await self._outcome(outcome, progress, sources)
+        return await self._outcome(outcome, progress, sources, person.id)
 
     async def _outcome(
         self,
         outcome: GenerationResult | Running,
         progress: Progress,
         sources: dict[str, str] | None,
+        owner: str | None,
     ) -> _sdk.CallToolResult:
         """After money was spent nothing escapes raw: an unexpected failure still says which
         prediction it was and where its image is."""
         try:
-            return await self._deliver(outcome, progress, sources)
+            return await self._deliver(outcome, progress, sources, owner)
         except (_sdk.ToolError, FluxError):
             raise
         except Exception:
@@ -349,6 +393,7 @@ class FluxTools:
         outcome: GenerationResult | Running,
         progress: Progress,
         sources: dict[str, str] | None,
+        owner: str | None,
     ) -> _sdk.CallToolResult:
         if isinstance(outcome, Running):
             prediction = outcome.prediction
@@ -360,7 +405,7 @@ class FluxTools:
             self._count("pending")
             return self._pending(prediction, outcome.waited)
         await progress.say(f"{safe_text(outcome.status, 40)}, saving the image")
-        done = await self.save(outcome, sources)
+        done = await self.save(outcome, sources, owner)
         self._count("succeeded")
         try:
             return await finished_result(done, preview_side=self._side, content=self.config.content)
@@ -371,16 +416,20 @@ class FluxTools:
                 f"{exc.strerror or exc}. Call get_prediction with its id to try again."
             ) from None
 
-    async def save(self, result: GenerationResult, sources: dict[str, str] | None) -> Finished:
-        """Download the images, write their sidecars, close the journal entry.
+    async def save(
+        self, result: GenerationResult, sources: dict[str, str] | None, owner: str | None = None
+    ) -> Finished:
+        """Download the images into their owner's folder (None: the local user's, the output
+        folder), write their sidecars, close the journal entry.
 
         Raises a ToolError that says where the image still is when it cannot be saved.
         """
         pid = safe_text(result.prediction_id, 100)
+        store = self._store_of(owner)
         try:
-            files = await self.client.save(result, self.config.output_dir)
+            files = await self.client.save(result, store.directory)
             await anyio.to_thread.run_sync(
-                lambda: self.store.write_sidecars(result, files, sources=sources)
+                lambda: store.write_sidecars(result, files, sources=sources)
             )
         except (DownloadError, OSError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -393,7 +442,7 @@ class FluxTools:
                 "get_prediction to save it again."
             ) from None
         if self.remote is not None:
-            await self._put(result, files)
+            await self._put(result, files, owner)
         await self.journal.remove(result.prediction_id)
         logger.info(
             "prediction %s saved to %s",
@@ -413,28 +462,51 @@ class FluxTools:
             cost=result.cost,
         )
         done.follow_up = self._edit_hint(done)
-        return await self._with_links(done)
+        return await self._with_links(done, owner)
 
-    async def _image_dirs(self, call: _sdk.CallContext, payload: FluxInput) -> list[Path]:
-        """The client's roots, when an image input is a local path or a prediction id.
+    async def _image_dirs(
+        self, call: _sdk.CallContext, payload: FluxInput, person: Person
+    ) -> list[Path]:
+        """The folders local image inputs may be read from, for this caller.
 
-        The output folder and FLUX_IMAGE_DIRS are the client's own folders; the roots are
-        asked for on each such call (they change as the user opens folders). A client without
-        roots, or one that fails to answer, leaves just those.
+        A signed-in person: their own folder only (the server's other folders are not theirs,
+        and a remote client's roots are folders on their own machine). The local user: the
+        output folder, FLUX_IMAGE_DIRS, and the client's roots when an image input is a local
+        path or a prediction id; the roots are asked for on each such call (they change as the
+        user opens folders). A client without roots, or one that fails to answer, leaves just
+        the others.
         """
+        if person.signed_in:
+            return [person.folder(self.config.output_dir)]
+        base = [self.config.output_dir, *self.config.image_dirs]
         if not any(not s.startswith(IMAGE_URI_PREFIXES) for s in _sources(payload)):
-            return []
+            return base
         try:
             uris = await call.roots()
         except _sdk.NoRoots as exc:
             logger.debug("no roots: %s", exc)
-            return []
+            return base
         except Exception as exc:  # a client that cannot answer: go on with the other folders
             logger.info("could not get the client's roots (%r); using the other folders", exc)
-            return []
+            return base
         folders = root_folders(uris)
         logger.debug("client roots: %s", ", ".join(map(str, folders)) or "none local")
-        return folders
+        return [*base, *folders]
+
+    async def _check_earlier_results(self, payload: FluxInput, person: Person) -> None:
+        """An image input given as a prediction id is used only when it is the caller's own
+        result: anyone else's is refused exactly as an id that does not exist is (so ids are
+        not probed). The caller's own, kept in the bucket, is copied to their folder first."""
+        for label, source in _labelled_sources(payload):
+            if not PREDICTION_ID.match(source):
+                continue
+            if not await self._owns(source, person):
+                raise FluxInputError.one(
+                    label,
+                    f"{source} is neither a file in the allowed folders nor a known prediction id",
+                )
+            if self.remote is not None:
+                await self._saved(source, person)
 
     # -- crash recovery -----------------------------------------------------------------------
 
@@ -489,10 +561,15 @@ class FluxTools:
         # Watched until the provider would have stopped it (Cancel-After), with some slack.
         timeout = max(60.0, self.config.cancel_after - entry.age() + 60.0)
         try:
+            owner = entry.owner
+            if owner is None:
+                owner = await self.owners.get(entry.prediction_id)
+            else:  # ownership kept in memory did not survive a restart: the entry says
+                await self.owners.set(entry.prediction_id, owner)
             outcome = await self.client.follow(entry.prediction_id, timeout=timeout)
             if isinstance(outcome, Running):  # cannot happen without a budget; keep the entry
                 return
-            await self.save(outcome, entry.sources)
+            await self.save(outcome, entry.sources, owner)
         except (FluxError, _sdk.ToolError) as exc:
             dropped = await self.journal.settle(entry.prediction_id, exc, owner=False)
             logger.warning(
@@ -511,34 +588,48 @@ class FluxTools:
 
     # -- replicas: ownership, the bucket, metrics ----------------------------------------------
 
-    def _caller(self) -> str | None:
-        """Who is calling: an opaque owner (issuer + subject once people sign in); None until
-        then, which every caller matches."""
-        return None
+    def _person(self) -> Person:
+        """Who is calling (the tool call or resource request being handled): a signed-in
+        person, or the local user."""
+        return Person.of(_sdk.calling_identity())
 
-    async def _check_owner(self, prediction_id: str) -> None:
-        """Someone else's prediction is "not found", never "forbidden": ids are not probed."""
-        owner = await self.owners.get(prediction_id)
-        caller = self._caller()
-        if owner is not None and caller is not None and owner != caller:
+    def _store_of(self, owner: str | None) -> ImageStore:
+        """The folder of ``owner``'s images (None: the local user's, the output folder)."""
+        if owner is None:
+            return self.store
+        return ImageStore(Person(owner).folder(self.config.output_dir))
+
+    async def _owns(self, prediction_id: str, person: Person) -> bool:
+        """Whether the prediction is ``person``'s: recorded as theirs, or saved in their own
+        folder (ownership kept in memory does not outlive a restart; their files do). A
+        prediction nobody recorded (not made here, or before a restart) is the local user's
+        only: a signed-in person never gets what is not provably theirs."""
+        if person.may_see(await self.owners.get(prediction_id)):
+            return True
+        return person.signed_in and bool(self._store_of(person.id).saved(prediction_id))
+
+    async def _check_owner(self, prediction_id: str, person: Person) -> None:
+        """Someone else's prediction is "not found", never "forbidden": ids are not probed.
+        For a signed-in person, an id that does not exist gets these very words too."""
+        if not await self._owns(prediction_id, person):
             raise _sdk.ToolError(
                 f"Prediction {safe_text(prediction_id, 100)} was not found. Check the "
                 "prediction_id returned by generate_image or edit_image."
             )
 
-    async def _saved(self, prediction_id: str) -> list[Path]:
-        """The images saved for a prediction. With a bucket, the bucket is the truth (the
-        folder is this replica's working copy): they are copied here from it."""
+    async def _saved(self, prediction_id: str, person: Person) -> list[Path]:
+        """The images saved for a prediction among ``person``'s own. With a bucket, the
+        bucket is the truth (the folder is this replica's working copy): they are copied here
+        from it."""
+        store = self._store_of(person.id)
         if self.remote is None:
-            return self.store.saved(prediction_id)
-        owner = await self.owners.get(prediction_id)
-        return await self.remote.fetch(prediction_id, self.store.directory, owner)
+            return store.saved(prediction_id)
+        return await self.remote.fetch(prediction_id, store.directory, person.id)
 
-    async def _put(self, result: GenerationResult, files: list[Path]) -> None:
+    async def _put(self, result: GenerationResult, files: list[Path], owner: str | None) -> None:
         pid = safe_text(result.prediction_id, 100)
         assert self.remote is not None
         try:
-            owner = await self.owners.get(result.prediction_id)
             await self.remote.put(files, owner)
         except Exception as exc:
             logger.warning(
@@ -554,19 +645,54 @@ class FluxTools:
                 f"call get_prediction with prediction_id '{pid}' in a moment."
             ) from None
 
-    async def _with_links(self, done: Finished) -> Finished:
-        """With a bucket: where each image is kept, and a presigned link to open it."""
-        if self.remote is None:
-            return done
-        owner = await self.owners.get(done.prediction_id)
+    async def _with_links(self, done: Finished, owner: str | None) -> Finished:
+        """Links to open each image: this server's signed links when it has a public URL;
+        else, with a bucket, presigned links. With a bucket, also where each image is kept."""
         names = [path.name for path in done.files]
-        done.stored = [self.remote.uri(name, owner) for name in names]
-        try:
-            done.links = await self.remote.links(names, owner)
-        except Exception as exc:  # the image is stored: a missing link is no failure
-            logger.warning("could not sign links for %s: %s", done.prediction_id, exc)
-        done.link_days = LINK_SECONDS / 86400
+        if self.remote is not None:
+            done.stored = [self.remote.uri(name, owner) for name in names]
+        if self.links is not None:
+            served = [name for name in names if name.rsplit(".", 1)[-1] in SERVED_FORMATS]
+            done.links = [self.links.url(owner, name) for name in served]
+            done.link_seconds = self.links.ttl
+        elif self.remote is not None:
+            try:
+                done.links = await self.remote.links(names, owner)
+            except Exception as exc:  # the image is stored: a missing link is no failure
+                logger.warning("could not sign links for %s: %s", done.prediction_id, exc)
+            done.link_seconds = LINK_SECONDS
         return done
+
+    # -- people: their share of the rate, their budget ----------------------------------------
+
+    async def _take_turn(self, person: Person, progress: Progress) -> float:
+        """Wait for the caller's share of the account's create rate (when people sign in);
+        the seconds waited. Refused, with when to retry, past half the wait budget."""
+        if self.shares is None:
+            return 0.0
+        slot = await self.shares.reserve(person.name, max_wait=self.config.wait_seconds / 2)
+        if not slot.granted:
+            if self.metrics is not None:
+                self.metrics.share_refusals.inc()
+            raise _sdk.ToolError(
+                "You are creating images faster than your share of this server (others are "
+                "creating too): nothing was created and nothing was spent. Retry in "
+                f"{max(1, math.ceil(slot.delay))} s, or wait for your earlier calls to finish."
+            )
+        if slot.delay > 0.05:
+            await progress.say(f"waiting {slot.delay:.0f} s for this person's turn to create")
+            await anyio.sleep(slot.delay)
+        return slot.delay
+
+    @contextlib.contextmanager
+    def _charging(self, person: Person) -> Iterator[None]:
+        """Creates in the block also spend from a signed-in person's daily budget."""
+        limit = self.config.user_budget_usd
+        if not person.signed_in or limit is None:
+            yield
+            return
+        with charging(f"person:{person.id}", limit, USER_BUDGET):
+            yield
 
     def _count(self, outcome: str) -> None:
         if self.metrics is not None:
@@ -647,20 +773,85 @@ class FluxTools:
         return done
 
     async def read_image(self, stem: str, extension: str) -> bytes:
-        path = self.store.path_of(stem, extension)
+        """``flux://images/<stem>.<extension>`` among the caller's own images."""
+        person = self._person()
+        store = self._store_of(person.id)
+        path = store.path_of(stem, extension)
         if path is None and self.remote is not None and is_safe_stem(stem):
             # Saved by another replica: copied here from the bucket (the caller's own images).
             name = f"{stem}.{extension}"
             if extension in SERVED_FORMATS and await self.remote.fetch_one(
-                name, self.store.directory, self._caller()
+                name, store.directory, person.id
             ):
-                path = self.store.path_of(stem, extension)
+                path = store.path_of(stem, extension)
         if path is None:
+            where = "" if person.signed_in else f" in {store.directory}"
             raise _sdk.ResourceError(
-                f"No saved image {URI_PREFIX}{safe_text(stem, 100)}.{extension} in "
-                f"{self.store.directory}."
+                f"No saved image {URI_PREFIX}{safe_text(stem, 100)}.{extension}{where}."
             )
         return await anyio.Path(path).read_bytes()
+
+    async def list_images(self) -> list[_sdk.ResourceEntry]:
+        """resources/list: a signed-in person's own saved images, newest first (at most
+        :data:`MAX_LISTED`). The local user's list is as it always was (the viewer only)."""
+        person = self._person()
+        if not person.signed_in:
+            return []
+        store = self._store_of(person.id)
+        if self.remote is not None:
+            found = await self.remote.list_images(person.id, MAX_LISTED)
+        else:
+            found = await anyio.to_thread.run_sync(lambda: _newest_images(store.directory))
+        return [
+            _sdk.ResourceEntry(
+                uri=f"{URI_PREFIX}{name}",
+                name=name,
+                mime_type=SERVED_FORMATS[name.rsplit(".", 1)[-1]],
+                size=size,
+                description="An image you generated or edited (full size).",
+            )
+            for name, size in found
+        ]
+
+    async def open_image(self, owner: str | None, name: str) -> ImageBody | None:
+        """One image of ``owner`` (None: the local user) by file name, for a link: from their
+        folder, else from the bucket; None when it is kept nowhere."""
+        stem, _, extension = name.rpartition(".")
+        path = self._store_of(owner).path_of(stem, extension)
+        if path is not None:
+            size = (await anyio.Path(path).stat()).st_size
+            return ImageBody(size, _file_chunks(path))
+        if self.remote is None:
+            return None
+        data = await self.remote.read(name, owner)
+        return None if data is None else ImageBody(len(data), _one_chunk(data))
+
+
+def _newest_images(folder: Path) -> list[tuple[str, int]]:
+    """The served images in ``folder``: (name, size), newest first, at most MAX_LISTED."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:
+        return []
+    found = []
+    for path in entries:
+        stem, _, extension = path.name.rpartition(".")
+        if extension in SERVED_FORMATS and is_safe_stem(stem):
+            with contextlib.suppress(OSError):
+                info = path.stat()
+                found.append((info.st_mtime, path.name, info.st_size))
+    found.sort(reverse=True)
+    return [(name, size) for _, name, size in found[:MAX_LISTED]]
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    async with await anyio.open_file(path, "rb") as file:
+        while chunk := await file.read(CHUNK):
+            yield chunk
+
+
+async def _one_chunk(data: bytes) -> AsyncIterator[bytes]:
+    yield data
 
 
 def _unreadable_input(exc: BaseException) -> bool:
@@ -731,6 +922,18 @@ def _edited(model: str, data: Any) -> bool:
     return bool(field and isinstance(data, dict) and data.get(field))
 
 
+def _labelled_sources(payload: FluxInput) -> list[tuple[str, str]]:
+    """Every image source of the payload with the field that holds it (``input_images[1]``)."""
+    found: list[tuple[str, str]] = []
+    for name in type(payload).image_fields:
+        value = getattr(payload, name, None)
+        if isinstance(value, str):
+            found.append((name, value))
+        elif isinstance(value, list | tuple):
+            found.extend((f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str))
+    return found
+
+
 def _image_inputs(payload: FluxInput) -> dict[str, str]:
     """The image inputs as the caller gave them (path, prediction id, URL): provenance.
 
@@ -746,10 +949,26 @@ def _image_inputs(payload: FluxInput) -> dict[str, str]:
     return given
 
 
-def image_advice(error: FluxInputError, config: Config) -> str | None:
+def image_advice(error: FluxInputError, config: Config, person: Person | None = None) -> str | None:
     """What to do when a local image input is refused, from the refusal's ``code`` (the core's
     data, never its words); None when the refusal is not about the server's folders or cap."""
     codes = {e.get("code") for e in error.errors}
+    if (
+        person is not None
+        and person.signed_in
+        and codes
+        & {
+            "outside_folders",
+            "not_found",
+            "no_such_user",
+            "invalid_path",
+        }
+    ):
+        return (
+            "This server cannot read files on your computer: it reads local images only from "
+            "your own results on it. Pass the prediction id of an earlier result of yours, an "
+            "https URL, or a data: URI."
+        )
     if "too_large" in codes:
         return (
             f"Local images are sent only up to {config.max_image_bytes} bytes: pass a smaller "
@@ -767,6 +986,42 @@ def image_advice(error: FluxInputError, config: Config) -> str | None:
     )
 
 
+def _in_words(seconds: float) -> str:
+    """``3 h 12 min``, ``12 min``, ``40 s``."""
+    minutes = int(seconds // 60)
+    if minutes >= 60:
+        return f"{minutes // 60} h {minutes % 60} min"
+    return f"{minutes} min" if minutes else f"{max(1, int(seconds))} s"
+
+
+def budget_text(exc: BudgetExceeded, person: Person, *, tool: str, config: Config) -> str:
+    """A refused create in words for the caller: a signed-in person hears about their own
+    day (spent, left, when it starts again) and never about anyone else's spending."""
+    if exc.budget == USER_BUDGET and exc.limit is not None and exc.estimate is not None:
+        now = datetime.now(timezone.utc)
+        reset = next_reset(now)
+        again = f"It starts again at 00:00 UTC, in {_in_words((reset - now).total_seconds())}"
+        if exc.estimate > exc.limit + 1e-9:
+            return (
+                f"This call would cost about ${exc.estimate:.4f}, more than your whole daily "
+                f"budget on this server (${exc.limit:.2f} a day, {USER_BUDGET}): nothing was "
+                f"sent. Ask {tool} for fewer or smaller images."
+            )
+        left = max(0.0, exc.limit - exc.spent)
+        return (
+            f"Your daily budget on this server would be exceeded: you have spent "
+            f"${exc.spent:.4f} of ${exc.limit:.2f} today (UTC), ${left:.4f} is left, and this "
+            f"call costs about ${exc.estimate:.4f}. Nothing was sent. {again}; to go on sooner, "
+            f"ask the server's operator to raise {USER_BUDGET}."
+        )
+    if exc.budget == "FLUX_BUDGET_USD" and person.signed_in:
+        return (
+            "This server's total budget (FLUX_BUDGET_USD) does not allow this call now: nothing "
+            "was sent. Ask the server's operator to raise it."
+        )
+    return error_text(exc, tool=tool, secrets=(config.api_token,))
+
+
 def guarded(
     handler: _sdk.ToolHandler, tool: str, image_fields: tuple[str, ...], config: Config
 ) -> _sdk.ToolHandler:
@@ -777,10 +1032,14 @@ def guarded(
             return await handler(context, arguments)
         except _sdk.ToolError:
             raise
+        except BudgetExceeded as exc:  # refused before anything was sent
+            text = budget_text(exc, Person.of(context.identity), tool=tool, config=config)
+            raise _sdk.ToolError(_clip(text)) from None
         except FluxInputError as exc:  # found before anything was sent: nothing billed
             advice = f"Fix the arguments named above and call {tool} again."
             named = {field.split("[", 1)[0] for field in exc.fields}  # input_images[2]
-            hint = image_advice(exc, config) if named & set(image_fields) else None
+            person = Person.of(context.identity)
+            hint = image_advice(exc, config, person) if named & set(image_fields) else None
             if hint:
                 advice += " " + hint
             raise _sdk.ToolError(f"{_clip(exc.message)}\n{advice}") from None
@@ -940,6 +1199,7 @@ def build_server(
         http=http,
         log_level=config.log_level,
         app=viewer_app(config.viewer, edit_field=tools.edit_field),
+        list_resources=tools.list_images,
     )
 
 

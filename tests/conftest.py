@@ -38,6 +38,10 @@ SLOW = (
     "tests/mcp/test_mcp_hostile.py::test_a_create_throttled_for_long",
     "tests/mcp/test_mcp_recovery.py::test_a_server_killed_mid_generation",
     "tests/mcp/test_real_clients_js.py::",
+    "tests/oauth/test_links.py::test_signed_links_open_one_persons_image_until_they_expire",
+    "tests/oauth/test_people.py::test_a_persons_prediction_outlives_a_killed_server",
+    "tests/oauth/test_people_replicas.py::",
+    "tests/oauth/test_spending.py::test_one_persons_loop_does_not_starve_anothers_call",
     "tests/packaging/",
 )
 

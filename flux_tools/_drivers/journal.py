@@ -119,16 +119,23 @@ class Journal:
     is the API's text, never a path.
 
     ``api``: the base URL of the API this process uses; only entries of its origin are listed
-    (None: every entry). ``owner``: the person this process acts for; only their entries are.
+    (None: every entry). ``owner``: the person this process acts for; only their entries are,
+    unless ``every_owner`` (a server working for everyone: each entry keeps its own owner).
     """
 
     def __init__(
-        self, output_dir: Path, *, api: str | None = None, owner: str | None = None
+        self,
+        output_dir: Path,
+        *,
+        api: str | None = None,
+        owner: str | None = None,
+        every_owner: bool = False,
     ) -> None:
         self.output_dir = output_dir
         self.directory = output_dir / JOURNAL_DIR
         self.api = api_origin(api) if api else None
         self.owner = owner
+        self.every_owner = every_owner
         self._left_alone: set[str] = set()
 
     def _path(self, prediction_id: str) -> Path:
@@ -309,7 +316,7 @@ class Journal:
 
     def _mine(self, entry: PendingPrediction) -> bool:
         other_api = self.api is not None and entry.api is not None and entry.api != self.api
-        return not other_api and entry.owner == self.owner
+        return not other_api and (self.every_owner or entry.owner == self.owner)
 
     def _scan(self) -> list[PendingPrediction]:
         refusal = self._refusal()

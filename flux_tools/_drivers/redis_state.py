@@ -11,6 +11,8 @@ server on its own clock (``TIME``):
 - **budgets**: micro-dollars per scope (``server``, ``person:<id>:<day>``), checked and reserved
   in every scope at once, so N replicas together never pass a ceiling; a hold is bound to its
   prediction in the state server, so whichever replica sees it end may settle it.
+- **each person's share of the create rate**: the people active in the last minute (a sorted set)
+  and a bucket per person, read and booked by one script (:class:`RedisFairShare`).
 - **the journal**: one hash of entries, one lease key per entry (``SET NX PX``), renewed by the
   replica working on it; an entry whose lease expired is adopted by the next replica that looks.
 - **ownership** and **learned durations**: plain keys, with expiry.
@@ -22,15 +24,12 @@ Keys are ``flux:<namespace>:...``, the namespace a digest of the account (API an
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -51,6 +50,17 @@ from .._domain.limits import (
 )
 from .._domain.polling import DurationStats, registry_typical_seconds
 from .._domain.pricing import Budget, Hold
+from .._domain.shares import (
+    ACTIVE_WINDOW,
+    MIN_SHARE,
+    FairShare,
+    Scope,
+    ShareSlot,
+    budget_scopes,
+    charging,
+    check_scope,
+    share_of,
+)
 from .journal import RETENTION_SECONDS, PendingPrediction, ended_without_image
 
 if TYPE_CHECKING:
@@ -67,8 +77,6 @@ ADOPT_SECONDS = 2.0
 #: How long ownership and a budget's hold are remembered.
 OWNER_SECONDS = 30 * 86400
 HOLD_SECONDS = 2 * 86400
-#: A per-person (per-day) scope is kept this long.
-DAY_SCOPE_SECONDS = 2 * 86400
 #: A bucket untouched this long is forgotten (it would be full again anyway).
 IDLE_BUCKET_SECONDS = 120
 #: Connections to the state server per replica: a thousand generations share them.
@@ -185,6 +193,30 @@ for _, key in ipairs(data['scopes']) do
 end
 return 2
 """
+# A person's fair share of the create rate (flux_tools._domain.shares.FairShare): KEYS are the set
+# of people active (scored by when they last asked) and this person's bucket. ARGV: the person,
+# the account's create interval, its burst, the most shares counted, the window, the longest
+# wait allowed. Answers granted (1 or 0), the delay, the people active.
+_SHARE_SCRIPT = """
+local person, base, burst0 = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local most, window, max_wait = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, person)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 2000))
+local active = redis.call('ZCARD', KEYS[1])
+local shares = math.max(1, math.min(active, most))
+local interval = base * shares
+local burst = math.max(1, math.floor(burst0 / shares))
+local tat = tonumber(redis.call('GET', KEYS[2]) or '') or now
+local at = math.max(now, tat - (burst - 1) * interval)
+local delay = at - now
+if delay > max_wait + 1e-9 then return {0, tostring(delay), active} end
+local next_tat = math.max(tat, at) + interval
+redis.call('SET', KEYS[2], tostring(next_tat), 'PX', math.ceil((next_tat - now + window) * 1000))
+return {1, tostring(delay), active}
+"""
 # The journal: entries nobody holds are taken (a lease each), up to ARGV[4] of them.
 _ADOPT_SCRIPT = """
 local ids = redis.call('HKEYS', KEYS[1])
@@ -269,6 +301,9 @@ class RedisState:
 
     def budget(self, limit: float | None, per_call: float | None = None) -> RedisBudget:
         return RedisBudget(self, limit, per_call=per_call)
+
+    def fair_share(self, limits: RateLimits) -> RedisFairShare:
+        return RedisFairShare(self, limits)
 
     def journal(self, output_dir: Path, *, api: str | None = None) -> RedisJournal:
         # The entries are in the state server, under this account's namespace (which the API's
@@ -400,21 +435,6 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return retry_after_seconds(headers.get("retry-after"))
 
 
-@dataclass(frozen=True)
-class Scope:
-    """One budget that a create spends from: its counter's key part, its ceiling, its name."""
-
-    key: str
-    limit: float | None
-    name: str
-    lifetime: int = 0
-
-
-_EXTRA_SCOPES: contextvars.ContextVar[tuple[Scope, ...]] = contextvars.ContextVar(
-    "flux_budget_scopes", default=()
-)
-
-
 class RedisBudget:
     """Money every replica spends together (a :class:`~flux_tools._domain.shared.SharedBudget`).
 
@@ -432,35 +452,27 @@ class RedisBudget:
         self._refund = state.redis.register_script(_REFUND_SCRIPT)
         self._settle = state.redis.register_script(_SETTLE_SCRIPT)
 
+    #: Within the block, creates also spend from a scope (a person's day): see
+    #: :func:`~flux_tools._domain.shares.charging`.
+    charging = staticmethod(charging)
+
     @property
     def active(self) -> bool:
-        return self._local.active or bool(_EXTRA_SCOPES.get())
+        return self._local.active or bool(budget_scopes())
 
     def scopes(self) -> tuple[Scope, ...]:
+        """The scopes of the call (a person's day) first, then the server's: when both would be
+        passed, the person hears about their own day (what they can act on)."""
         server = Scope("server", self.limit, self.name)
-        return (server, *_EXTRA_SCOPES.get())
-
-    @staticmethod
-    @contextmanager
-    def charging(key: str, limit: float | None, name: str, *, daily: bool = True) -> Iterator[None]:
-        """Within the block (this task and those it starts), creates also spend from the scope
-        ``key`` (``person:<id>``; ``daily`` appends today's UTC date and keeps it two days)."""
-        if daily:
-            key = f"{key}:{datetime.now(timezone.utc):%Y-%m-%d}"
-        scope = Scope(key, limit, name, DAY_SCOPE_SECONDS if daily else 0)
-        token = _EXTRA_SCOPES.set((*_EXTRA_SCOPES.get(), scope))
-        try:
-            yield
-        finally:
-            _EXTRA_SCOPES.reset(token)
+        return (*budget_scopes(), server)
 
     async def reserve_async(self, model: str, usd: float | None) -> Hold | None:
+        scopes = self.scopes()
+        for scope in scopes[:-1]:  # an unknown price, or more than a whole scope: refused here
+            check_scope(scope, model, usd, 0.0)
         self._local.check(model, usd)  # per call, an unknown price; the ceiling with 0 spent
         if usd is None:
             return None
-        scopes = self.scopes()
-        for scope in scopes[1:]:
-            Budget(scope.limit, name=scope.name).check(model, usd)
         amount = round(usd * MICRO)
         keys = [self._state.key("budget", s.key) for s in scopes]
         limits = [-1 if s.limit is None else round(s.limit * MICRO) for s in scopes]
@@ -471,8 +483,7 @@ class RedisBudget:
         except Exception as exc:
             raise _unreachable("keep the budget", exc) from None
         if int(index):
-            scope = scopes[int(index) - 1]
-            Budget(scope.limit, spent=int(spent) / MICRO, name=scope.name).check(model, usd)
+            check_scope(scopes[int(index) - 1], model, usd, int(spent) / MICRO)
         return SharedHold(usd, model, tuple(keys))
 
     async def release_async(self, hold: Hold | None) -> None:
@@ -507,6 +518,39 @@ class RedisBudget:
 
     def __repr__(self) -> str:
         return f"RedisBudget(limit={self.limit!r}, per_call={self.per_call!r})"
+
+
+class RedisFairShare:
+    """Each person's share of the account's create rate, for every replica together (see
+    :class:`~flux_tools._domain.shares.FairShare`, which it falls back on, per replica, while
+    the state server is unreachable)."""
+
+    def __init__(self, state: RedisState, limits: RateLimits) -> None:
+        self.limits = limits
+        self._state = state
+        self._script = state.redis.register_script(_SHARE_SCRIPT)
+        self._local = FairShare(limits)
+        self._warned = -math.inf
+
+    async def reserve(self, person: str, *, max_wait: float) -> ShareSlot:
+        interval, burst = share_of(self.limits, 1)
+        most = round(1 / MIN_SHARE)
+        try:
+            granted, delay, active = await self._script(
+                keys=[self._state.key("share", "active"), self._state.key("share", person)],
+                args=[person, repr(interval), burst, most, repr(ACTIVE_WINDOW), repr(max_wait)],
+            )
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._warned > 30:
+                self._warned = now
+                logger.warning(
+                    "the state server is unreachable (%s): this replica keeps each person's "
+                    "share of the create rate on its own until it is back",
+                    safe_text(exc, 200),
+                )
+            return self._local.reserve(person, max_wait=max_wait)
+        return ShareSlot(bool(int(granted)), max(0.0, float(delay)), int(active))
 
 
 @dataclass(frozen=True)
@@ -713,6 +757,7 @@ __all__ = [
     "LEASE_SECONDS",
     "RENEW_SECONDS",
     "RedisBudget",
+    "RedisFairShare",
     "RedisJournal",
     "RedisOwners",
     "RedisRateLimiter",

@@ -1,8 +1,9 @@
 """Everything a server shares with its replicas, behind one interface, with two backends.
 
-- :class:`LocalState` (the default, no dependency): today's behaviour. The limiter and the
-  budget in memory, the journal as files in the output folder, ownership in memory, learned
-  durations in the user's cache folder.
+- :class:`LocalState` (the default, no dependency): today's behaviour. The limiter, the
+  budget (with its per-person scopes) and each person's fair share of the create rate in
+  memory, the journal as files in the output folder, ownership in memory, learned durations in
+  the user's cache folder.
 - ``RedisState`` (``FLUX_STATE_URL=redis://...``, Valkey or Redis, the ``server`` extra): the
   same things in the state server, shared by every replica of one account: atomic token buckets,
   atomic budgets, the journal with a lease per entry, ownership, learned durations
@@ -22,6 +23,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -34,6 +36,7 @@ from .._domain.limits import RateLimiter, RateLimits
 from .._domain.polling import DurationStats
 from .._domain.pricing import Budget
 from .._domain.shared import SharedBudget
+from .._domain.shares import FairShare, ScopedBudget, ShareSlot
 from .durations import durations_for_api
 from .journal import Journal, PendingPrediction, ended_without_image
 from .redis_state import ADOPT_SECONDS, LEASE_SECONDS, RENEW_SECONDS, RedisState
@@ -80,12 +83,22 @@ class PendingWork(Protocol):
 
 
 class Owners(Protocol):
-    """Who created each prediction (an opaque owner string; None until sign-in exists)."""
+    """Who created each prediction: an opaque person id (the MCP server's hash of the issuer and
+    subject of a signed-in person), or None for the server's local user."""
 
     async def set(self, prediction_id: str, owner: str | None) -> None: ...
 
     async def get(self, prediction_id: str) -> str | None:
         """The recorded owner, None when none was recorded."""
+        ...
+
+
+class PersonShares(Protocol):
+    """Each person's fair share of the account's create rate (see
+    :class:`~flux_tools._domain.shares.FairShare`): in this process, or for every replica."""
+
+    async def reserve(self, person: str, *, max_wait: float) -> ShareSlot:
+        """Book ``person``'s next create if it may go within ``max_wait`` seconds."""
         ...
 
 
@@ -102,9 +115,12 @@ class State(Protocol):
 
     def limiter(self, limits: RateLimits) -> RateLimiter: ...
 
-    def budget(
-        self, limit: float | None, per_call: float | None = None
-    ) -> Budget | SharedBudget: ...
+    def budget(self, limit: float | None, per_call: float | None = None) -> Budget | SharedBudget:
+        """The money the account may spend: ``limit`` in all, ``per_call`` a create, plus the
+        scopes named around a call (:func:`~flux_tools._domain.shares.charging`)."""
+        ...
+
+    def fair_share(self, limits: RateLimits) -> PersonShares: ...
 
     def journal(self, output_dir: Path, *, api: str | None = None) -> PendingWork:
         """The predictions that may be billed and are not saved yet, of the API at ``api``."""
@@ -134,13 +150,14 @@ class LocalJournal:
     shared = False
 
     def __init__(self, output_dir: Path, *, api: str | None = None) -> None:
-        # Only this API's entries: processes on other APIs may share the output folder.
-        self.files = Journal(output_dir, api=api)
+        # Only this API's entries: processes on other APIs may share the output folder. Every
+        # person's: the server works for all of them (each entry names its owner).
+        self.files = Journal(output_dir, api=api, every_owner=True)
         self.where = str(self.files.directory)
         self._taken_up = False
 
     async def add(self, entry: PendingPrediction, owner: str | None = None) -> None:
-        self.files.add(entry)
+        self.files.add(replace(entry, owner=owner) if owner is not None else entry)
 
     async def remove(self, prediction_id: str) -> None:
         self.files.remove(prediction_id)
@@ -180,6 +197,16 @@ class LocalOwners:
         return self._owners.get(prediction_id)
 
 
+class LocalFairShare:
+    """The fair share in this process: no I/O, answered at once."""
+
+    def __init__(self, limits: RateLimits) -> None:
+        self.shares = FairShare(limits)
+
+    async def reserve(self, person: str, *, max_wait: float) -> ShareSlot:
+        return self.shares.reserve(person, max_wait=max_wait)
+
+
 class LocalState:
     """The embedded default: every shared thing in this process (and its files)."""
 
@@ -192,8 +219,11 @@ class LocalState:
     def limiter(self, limits: RateLimits) -> RateLimiter:
         return RateLimiter(limits)
 
-    def budget(self, limit: float | None, per_call: float | None = None) -> Budget:
-        return Budget(limit, per_call=per_call)
+    def budget(self, limit: float | None, per_call: float | None = None) -> ScopedBudget:
+        return ScopedBudget(limit, per_call=per_call)
+
+    def fair_share(self, limits: RateLimits) -> LocalFairShare:
+        return LocalFairShare(limits)
 
     def journal(self, output_dir: Path, *, api: str | None = None) -> PendingWork:
         return LocalJournal(output_dir, api=api)
@@ -264,11 +294,13 @@ __all__ = [
     "ADOPT_SECONDS",
     "LEASE_SECONDS",
     "RENEW_SECONDS",
+    "LocalFairShare",
     "LocalJournal",
     "LocalOwners",
     "LocalState",
     "Owners",
     "PendingWork",
+    "PersonShares",
     "State",
     "account_namespace",
     "ended_without_image",

@@ -101,6 +101,29 @@ SERVER_ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("FLUX_MCP_OAUTH_ISSUER", "MCP", "authorization server whose access tokens are accepted"),
     EnvVar("FLUX_MCP_PUBLIC_URL", "MCP", "the MCP endpoint's URL as clients reach it (OAuth)"),
     EnvVar("FLUX_MCP_OAUTH_SCOPES", "MCP", "scopes every access token must grant"),
+    EnvVar(
+        "FLUX_MCP_USER_BUDGET_USD",
+        "MCP",
+        "most one signed-in person may spend a UTC day, in USD, beside the server's total "
+        "`FLUX_BUDGET_USD`; a create past it is refused before it is sent",
+    ),
+    EnvVar(
+        "FLUX_MCP_AUDIT_LOG",
+        "MCP",
+        "absolute path of a file each create is appended to, one JSON line (who, prediction, "
+        "model, estimated cost); also logged to the `mcp_server.audit` logger",
+    ),
+    EnvVar(
+        "FLUX_MCP_LINK_SECRET",
+        "MCP",
+        "the key (32+ random characters) links to images are signed with; the same on every "
+        "replica; unset: a random key per process (links break on restart)",
+    ),
+    EnvVar(
+        "FLUX_MCP_LINK_TTL",
+        "MCP",
+        "how long a link to an image opens it: seconds or `30m`, `12h`, `7d` (default 7 days)",
+    ),
     EnvVar("FLUX_MCP_LOG_LEVEL", "MCP", "DEBUG, INFO, WARNING or ERROR"),
     EnvVar("FLUX_MCP_CANCEL_AFTER", "MCP", "seconds after which the API stops a prediction"),
     EnvVar("FLUX_MCP_HOST", "MCP", "HTTP interface to bind"),

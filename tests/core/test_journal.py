@@ -174,6 +174,14 @@ def test_each_api_and_each_person_see_only_their_entries(tmp_path: Path) -> None
     stale.add(PendingPrediction("o1", MODEL, time.time() - 2 * RETENTION_SECONDS))
     assert replicate.take_up() == (replicate.entries(), [])
     assert [e.prediction_id for e in stale.entries()] == ["o1"]
+    # A server working for everyone on one API takes up every person's entries of that API,
+    # each keeping its owner; what it writes for a person says whose it is.
+    server = Journal(tmp_path, api="https://gateway.example/other/v1", every_owner=True)
+    server.add(PendingPrediction("b1", MODEL, time.time(), owner="bob"))
+    server.add(PendingPrediction("l1", MODEL, time.time()))
+    owners = {e.prediction_id: e.owner for e in server.entries()}
+    assert owners == {"g1": None, "a1": "alice", "b1": "bob", "l1": None}
+    assert [e.prediction_id for e in alice.entries()] == ["a1"]  # Bob's is not Alice's
 
 
 def test_a_half_written_entry_whose_id_is_readable_is_kept_and_resumed(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@
 //
 //   node oauth_client.mjs '<scenario as JSON>'
 //
-// scenario: {url, user, redirectUrl, clientMetadataUrl?, tool?, arguments?}
+// scenario: {url, user, redirectUrl, clientMetadataUrl?, tool?, arguments?, steps?}
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { UnauthorizedError } from "@modelcontextprotocol/sdk/client/auth.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
@@ -94,15 +94,32 @@ emit({ event: "connected", protocolVersion: transport.protocolVersion ?? null })
 
 const listed = await client.listTools();
 emit({ event: "tools", names: listed.tools.map((t) => t.name) });
-const result = await client.callTool({
-  name: scenario.tool ?? "generate_image",
-  arguments: scenario.arguments ?? { prompt: "a lighthouse at dusk" },
-});
-emit({
-  event: "result",
-  isError: result.isError ?? false,
-  text: result.content.filter((c) => c.type === "text").map((c) => c.text).join("\n"),
-  structuredContent: result.structuredContent ?? null,
-});
+// One tool call by default; or the scenario's steps: {tool, arguments}, {read: uri}, {list: true}.
+const steps = scenario.steps ?? [
+  { tool: scenario.tool ?? "generate_image", arguments: scenario.arguments ?? { prompt: "a lighthouse at dusk" } },
+];
+for (const step of steps) {
+  if (step.read) {
+    try {
+      const answer = await client.readResource({ uri: step.read });
+      const contents = answer.contents.map((c) => ({ uri: c.uri, mimeType: c.mimeType ?? null }));
+      emit({ event: "read", uri: step.read, ok: true, contents });
+    } catch (error) {
+      emit({ event: "read", uri: step.read, ok: false, error: String(error?.message ?? error) });
+    }
+  } else if (step.list) {
+    const answer = await client.listResources();
+    emit({ event: "resources", uris: answer.resources.map((r) => r.uri) });
+  } else {
+    const result = await client.callTool({ name: step.tool, arguments: step.arguments ?? {} });
+    emit({
+      event: "result",
+      tool: step.tool,
+      isError: result.isError ?? false,
+      text: result.content.filter((c) => c.type === "text").map((c) => c.text).join("\n"),
+      structuredContent: result.structuredContent ?? null,
+    });
+  }
+}
 await client.close();
 process.exit(0);

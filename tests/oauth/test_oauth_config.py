@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from mcp_server.config import DEFAULT_OAUTH_SCOPES, ConfigError, load_config
+from mcp_server.config import DEFAULT_OAUTH_SCOPES, Config, ConfigError, load_config
 
 ISSUER = "https://sso.example.com/realms/team"
 PUBLIC = "https://images.example.com/mcp"
 HTTP = ["--transport", "streamable-http"]
 
 
-def _config(*argv: str, **env: str) -> object:
+def _config(*argv: str, **env: str) -> Config:
     return load_config([*HTTP, *argv], {"FLUX_OUTPUT_DIR": "/tmp/out", **env})
 
 
@@ -140,3 +140,42 @@ def test_a_wrong_setting_stops_the_server_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.startswith("flux-mcp: FLUX_MCP_OAUTH_ISSUER=")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_the_settings_of_people_on_a_team_server(tmp_path: Path) -> None:
+    audit = tmp_path / "audit.jsonl"
+    config = _config(
+        FLUX_MCP_USER_BUDGET_USD="$2.50",
+        FLUX_MCP_AUDIT_LOG=str(audit),
+        FLUX_MCP_LINK_SECRET="s" * 32,
+        FLUX_MCP_LINK_TTL="12h",
+    )
+    assert config.user_budget_usd == 2.5 and config.audit_log == audit
+    assert config.link_ttl == 12 * 3600 and config.link_secret == "s" * 32
+    assert "s" * 32 not in repr(config)  # the key stays out of the repr (and so of logs)
+    default = _config()
+    assert default.user_budget_usd is None and default.audit_log is None
+    assert default.link_ttl == 7 * 86400 and default.link_secret is None
+    assert _config(FLUX_MCP_LINK_TTL="90").link_ttl == 90
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("FLUX_MCP_USER_BUDGET_USD", "ten", ["FLUX_MCP_USER_BUDGET_USD", "25 or 0.50"]),
+        ("FLUX_MCP_USER_BUDGET_USD", "-1", ["FLUX_MCP_USER_BUDGET_USD"]),
+        ("FLUX_MCP_LINK_TTL", "a week", ["FLUX_MCP_LINK_TTL", "7d"]),
+        ("FLUX_MCP_LINK_TTL", "400d", ["FLUX_MCP_LINK_TTL", "between"]),
+        ("FLUX_MCP_LINK_SECRET", "tiny-key", ["FLUX_MCP_LINK_SECRET", "32", "every replica"]),
+        ("FLUX_MCP_AUDIT_LOG", "audit.jsonl", ["FLUX_MCP_AUDIT_LOG", "relative"]),
+        ("FLUX_MCP_AUDIT_LOG", "/nonexistent-folder/audit.jsonl", ["does not exist"]),
+        ("FLUX_MCP_AUDIT_LOG", "/tmp", ["FLUX_MCP_AUDIT_LOG", "folder"]),
+    ],
+)
+def test_a_wrong_people_setting_is_named(name: str, value: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _config(**{name: value})
+    for word in words:
+        assert word in str(refused.value)
+    if name == "FLUX_MCP_LINK_SECRET":
+        assert value not in str(refused.value)

@@ -14,6 +14,7 @@ import pytest
 
 from flux_tools import BudgetExceeded, RateLimits
 from flux_tools._domain.limits import RateLimiter
+from flux_tools._domain.shares import FairShare
 from flux_tools._drivers.redis_state import RedisBudget, RedisState
 from flux_tools._drivers.state import LocalState, account_namespace, open_state
 from flux_tools.kit import PendingPrediction
@@ -135,8 +136,45 @@ async def test_a_person_scope_is_kept_beside_the_server_s(
         assert info.value.budget == "FLUX_MCP_USER_BUDGET_USD"
         await budget.reserve_async("m", 0.06)  # outside Alice's calls: the server's only
         assert await budget.spent() == pytest.approx(0.12)
+        # No price known: a person's budget cannot be kept, so it is refused (before, only the
+        # server's ceiling was asked, and a server without one let it through).
+        free = state.budget(None)
+        with (
+            RedisBudget.charging("person:alice", 0.10, "FLUX_MCP_USER_BUDGET_USD"),
+            pytest.raises(BudgetExceeded, match="No price is known"),
+        ):
+            await free.reserve_async("m", None)
+        assert await free.reserve_async("m", None) is None
     finally:
         await state.aclose()
+
+
+async def test_each_persons_share_of_the_create_rate_is_kept_for_every_replica(
+    valkey_server: Valkey, namespace: str
+) -> None:
+    limits = RateLimits(creates_per_minute=60, create_burst=1, safety=0, jitter=0)
+    local = FairShare(limits, clock=lambda: 0.0)
+    expected = [local.reserve(p, max_wait=10) for p in ("alice", "alice", "bob", "alice")]
+    a, b = (replica(valkey_server, namespace, n) for n in "ab")
+    try:
+        sa, sb = a.fair_share(limits), b.fair_share(limits)
+        got = [
+            await sa.reserve("alice", max_wait=10),
+            await sb.reserve("alice", max_wait=10),
+            await sa.reserve("bob", max_wait=10),
+            await sb.reserve("alice", max_wait=10),
+        ]
+        refused = await sa.reserve("alice", max_wait=0.5)  # 4 s away: not booked
+        after = await sb.reserve("alice", max_wait=10)
+    finally:
+        await a.aclose()
+        await b.aclose()
+    assert [s.delay for s in expected] == [0, 1, 0, 2]  # two active: alice every 2 s
+    assert [s.active for s in got] == [1, 1, 2, 2]
+    for g, e in zip(got, expected, strict=True):
+        assert g.granted and abs(g.delay - e.delay) < 0.2, got
+    assert not refused.granted and 3.7 < refused.delay <= 4.0
+    assert after.granted and abs(after.delay - 4) < 0.3  # the refused one took no slot
 
 
 async def test_a_killed_replica_s_entries_are_adopted_once_its_leases_expire(
