@@ -39,7 +39,7 @@ from .config import Config, is_loopback
 from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
 from .links import ImageLinks, ImageReader, LinkSigner
 from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
-from .ops import ASGIApp, Message, Metrics, Operations, Receive, Scope, Send
+from .ops import ASGIApp, Message, Metrics, Operations, Receive, Scope, Send, respond
 
 logger = logging.getLogger("mcp_server")
 
@@ -101,20 +101,7 @@ def _quoted(text: str) -> str:
 async def _respond(
     send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
 ) -> None:
-    data = json.dumps(body).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-                (b"cache-control", b"no-store"),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await respond(send, status, json.dumps(body).encode(), "application/json", headers)
 
 
 class Authenticate:

@@ -31,21 +31,16 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .ops import ASGIApp, Receive, Scope, Send, respond
 from .people import LOCAL
 from .store import SERVED_FORMATS
 
 logger = logging.getLogger("mcp_server")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Where links are served, on the origin of FLUX_MCP_PUBLIC_URL.
 LINK_PATH = "/images/"
@@ -212,22 +207,9 @@ class ImageLinks:
 async def _plain(
     send: Send, status: int, text: str, headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
+    safe = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
     data = (text + "\n").encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(data)).encode()),
-                (b"cache-control", b"no-store"),
-                (b"x-content-type-options", b"nosniff"),
-                (b"referrer-policy", b"no-referrer"),
-                *(headers or []),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
+    await respond(send, status, data, "text/plain; charset=utf-8", [*safe, *(headers or [])])
 
 
 __all__ = ["LINK_PATH", "ImageBody", "ImageLinks", "ImageReader", "LinkRefused", "LinkSigner"]

@@ -164,6 +164,17 @@ class Operations:
 
 async def _answer(send: Send, status: int, body: Any, kind: str = "application/json") -> None:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    await respond(send, status, data, kind)
+
+
+async def respond(
+    send: Send,
+    status: int,
+    data: bytes,
+    kind: str,
+    headers: list[tuple[bytes, bytes]] | tuple[()] = (),
+) -> None:
+    """One whole response, never cached (the server's own answers: ops, refusals, links)."""
     await send(
         {
             "type": "http.response.start",
@@ -172,6 +183,7 @@ async def _answer(send: Send, status: int, body: Any, kind: str = "application/j
                 (b"content-type", kind.encode()),
                 (b"content-length", str(len(data)).encode()),
                 (b"cache-control", b"no-store"),
+                *headers,
             ],
         }
     )
