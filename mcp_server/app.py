@@ -13,7 +13,7 @@ from flux_tools.kit import State, account_namespace, open_state
 
 from .audit import AuditLog
 from .config import Config
-from .http import http_options, serve_http
+from .http import http_options, listen, serve_http
 from .links import LinkSigner
 from .objects import ObjectImages
 from .ops import Metrics
@@ -134,6 +134,8 @@ async def serve(config: Config) -> None:
         if images is not None:
             await images.ping()
 
+    # The port first: one taken is said in one line, before any background work starts.
+    sock = None if config.transport == "stdio" else listen(config)
     try:
         async with anyio.create_task_group() as background:
             # Predictions a killed server (or replica) left unsaved: watched again, saved.
@@ -145,9 +147,11 @@ async def serve(config: Config) -> None:
             else:
                 # SIGTERM: calls waiting on a prediction answer at once with its id (it goes
                 # on running), creates still queued for a rate-limit slot are not sent.
+                assert sock is not None
                 await serve_http(
                     config,
                     server,
+                    sock,
                     ready=ready,
                     metrics=metrics,
                     on_stop=client.stop_waiting,

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit
 import anyio
 
 from . import _sdk
-from .config import Config, is_loopback
+from .config import Config, ConfigError, is_loopback
 from .identity import IDENTITY_KEY, STATIC_IDENTITY, Identity
 from .links import ImageLinks, ImageReader, LinkSigner
 from .oauth import OAuthSettings, TokenRefused, TokenVerifier, token_hash
@@ -347,13 +347,25 @@ class NoticeDisconnect:
         await self._app(scope, noticing_receive, noticing_send)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def listen(config: Config) -> socket.socket:
+    """The server's socket, listening: before the address is logged, so a client that connects
+    as soon as it reads the line (tests, supervisors) is not refused (uvicorn's own listen() on
+    it is harmless). A port in use is a :class:`ConfigError`, said in one line."""
+    host, port = config.host, config.port
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )[0]
     sock = socket.socket(family, kind, proto)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(address)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}. Another program (or "
+            "another flux-mcp) uses it: choose another with --port or FLUX_MCP_PORT."
+        ) from None
+    sock.listen(2048)
     return sock
 
 
@@ -364,16 +376,17 @@ async def _always_ready() -> None:
 async def serve_http(
     config: Config,
     server: _sdk.SDKServer,
+    sock: socket.socket,
     *,
     ready: Callable[[], Awaitable[None]] = _always_ready,
     metrics: Metrics | None = None,
     on_stop: Callable[[], None] | None = None,
     links: tuple[LinkSigner, ImageReader] | None = None,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. ``on_stop`` runs at the signal, before the port closes (the
-    server hands its work over); ``/healthz``, ``/readyz`` and ``/metrics`` answer outside the
-    authentication (``mcp_server.ops``), and so do ``links`` to images (``/images/...``, signed:
-    ``mcp_server.links``)."""
+    """Serve on ``sock`` (:func:`listen`) until SIGINT/SIGTERM. ``on_stop`` runs at the signal,
+    before the port closes (the server hands its work over); ``/healthz``, ``/readyz`` and
+    ``/metrics`` answer outside the authentication (``mcp_server.ops``), and so do ``links`` to
+    images (``/images/...``, signed: ``mcp_server.links``)."""
     import asyncio
 
     import uvicorn
@@ -417,10 +430,6 @@ async def serve_http(
         def _exit(self) -> None:
             self.should_exit = True
 
-    sock = _bind(config.host, config.port)
-    # Listening before the address is logged: a client that connects as soon as it reads the
-    # line (tests, supervisors) must not be refused. uvicorn's own listen() on it is harmless.
-    sock.listen(2048)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     uv_config = uvicorn.Config(

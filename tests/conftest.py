@@ -43,6 +43,7 @@ SLOW = (
     "tests/oauth/test_people_replicas.py::",
     "tests/oauth/test_spending.py::test_one_persons_loop_does_not_starve_anothers_call",
     "tests/packaging/",
+    "tests/replicas/test_replicas.py::",
 )
 
 
@@ -50,6 +51,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.nodeid.startswith(SLOW):
             item.add_marker(pytest.mark.slow)
+    # The long ones first: pytest-xdist hands tests out in this order, so none of them starts
+    # last and keeps one worker busy while the others are done (the same order on every worker).
+    items.sort(key=lambda item: not item.nodeid.startswith(SLOW))
 
 
 @pytest.fixture(autouse=True)

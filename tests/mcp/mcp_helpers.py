@@ -14,7 +14,6 @@ import json
 import os
 import queue
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,8 @@ from typing import Any
 import anyio
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+
+from ..engines import free_ports
 
 SDK_LINE = 2 if importlib.util.find_spec("mcp.server.mcpserver") is not None else 1
 DUMMY_TOKEN = "r8_dummy-token-for-tests-0123456789"
@@ -364,9 +365,9 @@ def listening_url(server: ServerProcess) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port for a server whose address must be known before it starts (its public URL):
+    outside the ephemeral range, so no client connection takes it meanwhile."""
+    return free_ports(1)[0]
 
 
 def text_of(result: dict[str, Any]) -> str:

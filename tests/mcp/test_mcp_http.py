@@ -6,6 +6,7 @@ reads the address it listens on from its stderr.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -143,6 +144,25 @@ def test_another_interface_without_a_token_is_refused(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "FLUX_MCP_AUTH_TOKEN" in done.stderr and "0.0.0.0" in done.stderr
     assert done.stdout == ""
+
+
+def test_a_port_in_use_is_said_in_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        done = subprocess.run(
+            [sys.executable, "-m", "mcp_server", "--transport", "streamable-http", "--port", port],
+            env={**_base_env(), "FLUX_OUTPUT_DIR": str(tmp_path)},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"flux-mcp: cannot listen on 127.0.0.1:{port}") and "--port" in last
+    assert "Traceback" not in done.stderr and done.stdout == ""
 
 
 async def test_dns_rebinding_protection_on_loopback(emulator: Emulator, tmp_path: Path) -> None:
