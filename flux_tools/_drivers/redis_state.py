@@ -420,7 +420,8 @@ class RedisRateLimiter(RateLimiter):
         return utilization(faded, self._buckets[lane].interval, ahead - age / span)
 
     def _fell_back(self, exc: BaseException) -> None:
-        self._shared.clear()  # until the state server answers again: this replica's own view
+        with self._lock:  # until the state server answers again: this replica's own view
+            self._shared.clear()
         now = time.monotonic()
         if now - self._warned > 30:
             self._warned = now
