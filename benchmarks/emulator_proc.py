@@ -6,7 +6,7 @@
 - ``{"op": "completed", "ids": [...]}``: when each prediction became terminal (monotonic clock,
   which every process on a Linux machine shares), and when it was created.
 - ``{"op": "requests", "ids": [...]}``: API requests (creates excluded, files excluded) naming
-  each prediction.
+  each prediction: its reads, cancels and streams.
 - ``{"op": "totals"}``: request counts by endpoint since the last reset (429s included).
 - ``{"op": "inputs"}``: how many predictions are stored, and how many distinct inputs.
 - ``{"op": "reset"}``: forget the counters.
@@ -43,10 +43,11 @@ def main() -> None:
                 counts = dict.fromkeys(command["ids"], 0)
                 for request in emulator.stats.requests:
                     parts = request.path.split("/")
-                    if "predictions" in parts and parts.index("predictions") + 1 < len(parts):
-                        pid = parts[parts.index("predictions") + 1]
-                        if pid in counts:
-                            counts[pid] += 1
+                    for name in ("predictions", "stream"):  # reads, and streams opened
+                        if name in parts and parts.index(name) + 1 < len(parts):
+                            pid = parts[parts.index(name) + 1]
+                            if pid in counts:
+                                counts[pid] += 1
                 answer = counts
             elif op == "totals":
                 stats = emulator.stats

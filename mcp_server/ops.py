@@ -106,7 +106,7 @@ class _LimiterCollector:
         )
         used = GaugeMetricFamily(
             "flux_rate_limit_utilization",
-            "Share of the account's budget booked ahead (the whole account when shared).",
+            "How busy the account's budget is, 0 to 1 (the whole account when shared).",
             labels=["lane"],
         )
         for lane in ("create", "read"):

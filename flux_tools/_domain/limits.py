@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .._base.errors import retry_after_seconds
+from . import load
 
 Lane = Literal["create", "read"]
 
@@ -228,6 +229,11 @@ class RateLimiter:
         # Booked but not answered yet (a request that failed in transit is never answered:
         # the count errs high, which only makes the burst learned smaller).
         self._in_flight: dict[Lane, int] = {"create": 0, "read": 0}
+        # Requests booked lately (a second, fading over half a minute): how busy the account is.
+        self._recent: dict[Lane, load.DecayingRate] = {
+            "create": load.DecayingRate(),
+            "read": load.DecayingRate(),
+        }
 
     def acquire(self, kind: str, *, deadline: float | None = None) -> float:
         """Book a slot for one request of ``kind`` (``create``, ``get``, ``cancel``, ...);
@@ -240,6 +246,7 @@ class RateLimiter:
             delay = max(0.0, at - now)
             self._acquired[budget] += 1
             self._in_flight[budget] += 1
+            self._recent[budget].add(now)
             self._waited[budget] += delay
         return delay
 
@@ -265,9 +272,10 @@ class RateLimiter:
         """The reads one generation's polls may plan to spend: its share (``poll_share``) of
         what the account allows per create, less while the read budget is being throttled.
 
-        This is what prices a read in the polling plan (:meth:`DurationStats.plan`): the plan
-        buys latency with reads up to this many, so a thousand generations in flight stay
-        inside the read budget instead of each spending as if it were alone.
+        This is the thrift of an account at its limits: :meth:`read_allowance` (what prices a
+        read in the polling plan, :meth:`DurationStats.plan`) never goes below it, so a
+        thousand generations in flight stay inside the read budget instead of each spending as
+        if it were alone.
         """
         with self._lock:
             bucket = self._buckets["read"]
@@ -280,14 +288,29 @@ class RateLimiter:
         with self._lock:
             return self._buckets["read"].interval
 
-    def utilization(self, lane: Lane = "read") -> float:
-        """How much of a budget is booked, 0 (idle) to 1 (every slot of its burst taken): the
-        requests booked ahead of now, as a share of what the bucket holds. The shared limiter
-        (replicas) answers the same number for the account as a whole."""
+    def utilization(self, lane: Lane | None = None) -> float:
+        """How busy a budget is, 0 (idle) to 1 (at its limit): the requests booked lately as a
+        share of its rate (lower while throttled), or the share of its burst booked ahead of now
+        (which the server's ``ratelimit-remaining`` drains when other clients of the account
+        spend it), whichever is higher (:func:`~.load.utilization`). ``lane`` None: the busier
+        of the two budgets. The shared limiter (replicas) answers the same numbers for the
+        account as a whole."""
         with self._lock:
-            bucket = self._buckets[lane]
-            ahead = bucket.tat - self._clock()
-            return min(1.0, max(0.0, ahead / (bucket.burst * bucket.interval)))
+            now = self._clock()
+            lanes: tuple[Lane, ...] = ("create", "read") if lane is None else (lane,)
+            return max(self._busy(one, now) for one in lanes)
+
+    def _busy(self, lane: Lane, now: float) -> float:
+        bucket = self._buckets[lane]
+        ahead = (bucket.tat - now) / (bucket.burst * bucket.interval)
+        return load.utilization(self._recent[lane].rate(now), bucket.interval, ahead)
+
+    def read_allowance(self) -> float:
+        """The reads one generation's polls may plan to spend now: :meth:`poll_reads` (the
+        thrift of an account at its limits) divided by :meth:`utilization`, so that an idle
+        account polls densely where the prediction is likely to finish and a busy one returns
+        to thrift as its generations approach the budgets (:func:`~.load.read_allowance`)."""
+        return load.read_allowance(self.poll_reads(), self.utilization())
 
     def stats(self) -> LimiterStats:
         with self._lock:

@@ -2,9 +2,10 @@
 
 - :class:`RetryPolicy`: whether a failed request may be sent again, and after how long.
 - :class:`PollSchedule`: when to poll next, quick at first, then backing off to a cap; once a
-  model's usual duration is known (:class:`DurationStats`), it sleeps until the prediction is
-  likely done and polls around that time instead, at the times that best trade a request
-  against the latency it saves (:meth:`PollSchedule.plan`).
+  model's usual duration is believed (:class:`DurationStats`: the registry's usual time, then
+  the durations seen), it sleeps until the prediction is likely done and polls around that
+  time instead, at the times that best trade a request against the latency it saves
+  (:mod:`.beliefs`: the belief, its doubt, and the plan it pays for).
 """
 
 from __future__ import annotations
@@ -18,9 +19,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from .beliefs import (
+    TYPICAL_SPREAD,
+    Belief,
+    contradicts,
+    plan_polls,
+    priced_polls,
+    reads_spent,
+    typical_samples,
+)
 from .registry import spec_or_none
 
 logger = logging.getLogger("flux_tools")
@@ -98,6 +108,12 @@ class PollSchedule:
     request_cost: float = 0.025
     #: Points of the grid the plan is chosen on: its cost grows with the square of this.
     plan_resolution: int = 48
+    #: When the account has reads to spare (a read allowance, see
+    #: :meth:`flux_tools._domain.limits.RateLimiter.read_allowance`): seconds of added latency
+    #: worth one read per second of the generation's usual time. A read then costs this divided
+    #: by that time: the read budget is a rate, and a long generation may spread more reads
+    #: over it at the same rate (measured in benchmarks/RESULTS.md, "regimes").
+    read_rate_cost: float = 0.12
 
     def next_delay(
         self,
@@ -146,58 +162,25 @@ class PollSchedule:
         in a narrow band it polls densely; polls grow closer as the end of the band nears and
         the chance that each one finds the prediction done rises.
         """
-        xs = sorted(s for s in samples if s > 0)
+        xs = tuple(sorted(s for s in samples if s > 0))
         if not xs:
             return ()
-        n, size = len(xs), max(2, self.plan_resolution)
-        half = max(self.minimum, 0.1 * (xs[-1] - xs[0]), 0.01 * xs[n // 2])
-        low, high = max(0.0, xs[0] - half), xs[-1] + half
-        step = (high - low) / (size - 1)
-        grid = [low + k * step for k in range(size)]
-        # Smoothed CDF on the grid, and its running integral: the latency of the predictions
-        # that finish between two polls is an integral of the CDF.
-        cdf = [sum(min(1.0, max(0.0, (t - x + half) / (2 * half))) for x in xs) / n for t in grid]
-        area = [0.0] * size
-        for k in range(1, size):
-            area[k] = area[k - 1] + (cdf[k - 1] + cdf[k]) * step / 2
-        gap = max(1, math.ceil(self.minimum / step - 1e-9))  # polls at least `minimum` apart
-        cost = [0.0] * size  # expected cost after a poll at grid[i] found it running
-        following = [size] * size
-        for i in range(size - 2, -1, -1):
-            running = 1.0 - cdf[i]
-            if running <= 1e-9:
-                continue
-            base = self.request_cost * running - area[i] + cdf[i] * grid[i]
-            best, choice = math.inf, size - 1
-            for j in range(min(i + gap, size - 1), size):
-                value = base + area[j] - cdf[i] * grid[j] + cost[j]
-                if value < best:
-                    best, choice = value, j
-            cost[i], following[i] = best, choice
-        first = min(range(size), key=lambda j: area[j] + cost[j])
-        polls: list[float] = []
-        j = first
-        while j < size:
-            polls.append(grid[j])
-            if 1.0 - cdf[j] <= 1e-9:
-                break
-            j = following[j]
-        if len(polls) > 1:  # the grid's end may leave the last two closer than `minimum`
-            polls[-1] = max(polls[-1], polls[-2] + self.minimum)
-        return tuple(polls)
+        belief = Belief(xs, (1.0,) * len(xs), least_half=self.minimum)
+        return plan_polls(
+            belief, self.request_cost, minimum=self.minimum, resolution=self.plan_resolution
+        )
 
 
 #: How a prior is spread: a model's typical time is a guess, and its runs vary around it.
-PRIOR_SPREAD = (0.8, 1.25)
+PRIOR_SPREAD = TYPICAL_SPREAD
 #: Until a model's durations are known (``plan_samples`` of them), its plan may spend this many
-#: times the reads a generation is allowed: a prior is uncertain, and only the first
-#: generations are planned from it (measured in benchmarks/RESULTS.md, "cold start").
-PRIOR_READS_FACTOR = 3.0
+#: times the reads a generation is allowed, at this fraction of the price: a prior is
+#: uncertain, and only the first generations are planned from it (measured in
+#: benchmarks/RESULTS.md, "regimes").
+PRIOR_READS_FACTOR = 2.5
 #: Before any duration of a model is seen, one read at this fraction of its usual time.
 PRIOR_PROBE = 0.25
 PRIOR_POINTS = 11
-#: Prices tried for a request when a read budget bounds the plan: request_cost times these.
-_PRICE_STEPS = tuple(1.25**k for k in range(0, 28))
 
 
 def registry_typical_seconds(model: str) -> float | None:
@@ -208,8 +191,7 @@ def registry_typical_seconds(model: str) -> float | None:
 
 def prior_samples(typical: float, points: int = PRIOR_POINTS) -> list[float]:
     """Durations spread evenly over ``PRIOR_SPREAD`` times ``typical``: what a prior stands for."""
-    low, high = PRIOR_SPREAD
-    return [typical * (low + (high - low) * i / (points - 1)) for i in range(points)]
+    return typical_samples(typical, points)
 
 
 def expected_reads(plan: Plan, samples: Sequence[float], schedule: PollSchedule) -> float:
@@ -218,15 +200,10 @@ def expected_reads(plan: Plan, samples: Sequence[float], schedule: PollSchedule)
     15 s of a long generation, whatever the plan) nor the back-off past its end (few get
     there): the allowance prices where the reads go, not how long a model runs."""
     del schedule  # the plan's own reads do not depend on it
-    if not plan or not samples:
+    if not samples:
         return 0.0
     n = len(samples)
-    reads = 0.0
-    previous = -math.inf
-    for poll in plan:
-        reads += sum(1 for s in samples if s > previous) / n
-        previous = poll
-    return reads
+    return reads_spent(plan, lambda t: sum(1 for s in samples if s <= t) / n)
 
 
 class SampleStore(Protocol):
@@ -237,6 +214,11 @@ class SampleStore(Protocol):
 
     def save(self, updates: Mapping[str, Sequence[float]], size: int) -> None: ...
 
+    def updated(self) -> Mapping[str, float]:
+        """When each key :meth:`load` returned was last saved (seconds since the epoch), for
+        the keys whose time is known: how old its samples are."""
+        ...
+
 
 @dataclass(eq=False)
 class DurationStats:
@@ -245,9 +227,11 @@ class DurationStats:
     The window it reports, low to high quantile of recent durations, is where a prediction of
     that model usually finishes; with enough samples it hands out a full :meth:`plan`.
 
-    Thrifty from the first generation: a model never seen is planned from its ``prior`` (the
-    registry's usual run time, spread over :data:`PRIOR_SPREAD`); the first samples learned
-    move that spread to where they are, and replace it as they come. With a ``store`` the
+    Fast from the first generation: a model never seen is planned from its ``prior`` (the
+    registry's usual run time, spread over :data:`PRIOR_SPREAD`, in grave doubt); the first
+    samples learned move that spread to where they are, and replace it as they come. A
+    duration far outside what was learned (the API's pace changed) drops the samples before it,
+    and samples a store saved long ago are doubted more. With a ``store`` the
     samples of earlier processes are loaded first and the new ones saved (every
     ``save_every`` seconds at most, at ``close()`` and at exit). ``namespace`` (the API's host)
     keeps a gateway's durations apart from Replicate's.
@@ -267,6 +251,8 @@ class DurationStats:
     _samples: dict[str, deque[float]] = field(default_factory=dict)
     _observed: dict[str, int] = field(default_factory=dict)
     _plans: dict[str, tuple[int, PollSchedule, float | None, Plan]] = field(default_factory=dict)
+    #: Seconds since the samples loaded from the store were saved (none learned since).
+    _ages: dict[str, float] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _loaded: bool = False
     _dirty: set[str] = field(default_factory=set)
@@ -282,7 +268,10 @@ class DurationStats:
         if self.store is None:
             return
         prefix = f"{self.namespace} " if self.namespace else ""
-        for key, samples in self.store.load().items():
+        loaded = self.store.load()
+        updated = self.store.updated()
+        now = time.time()
+        for key, samples in loaded.items():
             if prefix and not key.startswith(prefix):
                 continue
             model = key[len(prefix) :]
@@ -290,13 +279,19 @@ class DurationStats:
                 continue
             self._samples[model] = deque(samples[-self.size :], maxlen=self.size)
             self._observed[model] = len(self._samples[model])
+            if key in updated:
+                self._ages[model] = max(0.0, now - updated[key])
 
     def observe(self, model: str, seconds: float) -> None:
         if not 0 < seconds < 3600:
             return
         with self._lock:
             self._load()
-            self._samples.setdefault(model, deque(maxlen=self.size)).append(seconds)
+            seen = self._samples.setdefault(model, deque(maxlen=self.size))
+            if contradicts(seen, seconds):
+                seen.clear()  # the API's pace changed: what was learned before gives way at once
+            seen.append(seconds)
+            self._ages.pop(model, None)
             self._observed[model] = self._observed.get(model, 0) + 1
             self._dirty.add(model)
             if self.store is not None and time.monotonic() - self._saved_at >= self.save_every:
@@ -336,9 +331,10 @@ class DurationStats:
     ) -> Plan | None:
         """When to poll a prediction of ``model``; None while nothing is known about it.
 
-        ``reads``: the reads a generation may spend by the account's read budget (see
-        :meth:`flux_tools._limits.RateLimits.reads_per_create`). The price of a request is then
-        the least one whose plan fits in it, instead of ``schedule.request_cost`` alone.
+        ``reads``: the reads a generation may spend, by how busy the account is (see
+        :meth:`~.limits.RateLimiter.read_allowance`). A read is then priced by the account's
+        read rate (``schedule.read_rate_cost`` over the believed duration), dearer until the
+        plan fits in ``reads``, instead of ``schedule.request_cost`` alone.
 
         A plan is recomputed once a quarter of the samples are new, not after each one: with
         many predictions finishing together, planning must not cost more than it saves.
@@ -355,13 +351,6 @@ class DurationStats:
                 if len(learned) < self.plan_samples:
                     window = self.window(model)
                     return None if window is None else schedule.even_plan(window)
-                samples = learned
-            else:
-                # The prior fills in for the samples not seen yet: its spread, around what was
-                # seen if anything was (a registry's usual time may be far off a gateway's).
-                center = statistics.median(learned) if learned else typical
-                filler = prior_samples(center, max(2, self.plan_samples - len(learned)))
-                samples = learned + filler
             observed = self._observed.get(model, 0)
             cached = self._plans.get(model)
             if cached is not None:
@@ -371,37 +360,45 @@ class DurationStats:
                 )
                 if planned_by == schedule and planned_reads == reads and fresh:
                     return plan
-            allowed = reads
-            if reads is not None and typical is not None:  # fewer than plan_samples seen
-                allowed = reads * PRIOR_READS_FACTOR
-            plan = priced_plan(samples, schedule, allowed)
+            plan = self._priced(model, learned, typical, schedule, reads)
             if not learned and plan and typical is not None:
                 # Nothing seen yet: one early read too, in case the registry's usual time is
-                # far off this API's (an emulator, a faster gateway). One read, not a back-off.
+                # far off this API's (an emulator, a faster gateway). One read, not a back-off;
+                # none when the plan already reads that early for its doubt.
                 probe = typical * PRIOR_PROBE
-                if probe < plan[0] - schedule.minimum:
+                if 2 * probe < plan[0] - schedule.minimum:
                     plan = (probe, *plan)
             self._plans[model] = (observed, schedule, reads, plan)
             return plan
 
-
-def priced_plan(samples: Sequence[float], schedule: PollSchedule, reads: float | None) -> Plan:
-    """``schedule.plan(samples)`` at the least request price whose plan spends at most
-    ``reads`` reads on average (the dearest price tried when none does); ``reads`` None: at
-    ``schedule.request_cost``."""
-    if reads is None:
-        return schedule.plan(samples)
-    low, high = 0, len(_PRICE_STEPS) - 1
-    best: Plan | None = None
-    while low <= high:  # bisection: the reads spent fall as the price rises
-        mid = (low + high) // 2
-        candidate = replace(schedule, request_cost=schedule.request_cost * _PRICE_STEPS[mid])
-        plan = candidate.plan(samples)
-        if expected_reads(plan, samples, schedule) <= reads:
-            best, high = plan, mid - 1
+    def _priced(
+        self,
+        model: str,
+        learned: list[float],
+        typical: float | None,
+        schedule: PollSchedule,
+        reads: float | None,
+    ) -> Plan:
+        """The plan for what is believed of ``model`` (:class:`~.beliefs.Belief`): the
+        ``learned`` samples (the prior's spread filling in for those not seen yet), or the
+        registry's ``typical`` time alone, each with its doubt. Without ``reads`` a read costs
+        ``schedule.request_cost``; with them, ``schedule.read_rate_cost`` over the believed
+        duration (no more than ``request_cost``) at least, more when the allowance calls for
+        it. A plan made while fewer than ``plan_samples`` are known may spend
+        :data:`PRIOR_READS_FACTOR` times as much: it is uncertain, and only the first
+        generations are planned from it."""
+        if learned:
+            fill = self.plan_samples if typical is not None else 0
+            belief = Belief.learned(learned, age=self._ages.get(model, 0.0), fill_to=fill)
         else:
-            low = mid + 1
-    if best is None:
-        dearest = replace(schedule, request_cost=schedule.request_cost * _PRICE_STEPS[-1])
-        best = dearest.plan(samples)
-    return best
+            assert typical is not None
+            belief = Belief.prior(typical, PRIOR_POINTS)
+        floor, allowed = schedule.request_cost, reads
+        if reads is not None:
+            floor = schedule.read_rate_cost / belief.centre
+            if typical is not None:
+                floor, allowed = floor / PRIOR_READS_FACTOR, reads * PRIOR_READS_FACTOR
+            floor = min(schedule.request_cost, floor)
+        return priced_polls(
+            belief, floor, allowed, minimum=schedule.minimum, resolution=schedule.plan_resolution
+        )

@@ -21,8 +21,8 @@ from .pricing import Hold
 class SharedLimiter(Protocol):
     """The account's request budgets, shared by replicas: a slot is booked with a round trip.
 
-    ``poll_reads``, ``read_interval`` and ``utilization`` answer from what the last round
-    trip said (no I/O: the flows ask them between requests)."""
+    ``poll_reads``, ``read_interval``, ``utilization`` and ``read_allowance`` answer from what
+    the last round trips said (no I/O: the flows ask them between requests)."""
 
     limits: RateLimits
 
@@ -38,7 +38,13 @@ class SharedLimiter(Protocol):
 
     def read_interval(self) -> float: ...
 
-    def utilization(self, lane: Lane = "read") -> float: ...
+    def utilization(self, lane: Lane | None = None) -> float:
+        """How busy the account's budget is (``lane`` None: the busier), 0 idle to 1."""
+        ...
+
+    def read_allowance(self) -> float:
+        """The reads one generation's polls may plan to spend, by how busy the account is."""
+        ...
 
     def stats(self) -> LimiterStats: ...
 

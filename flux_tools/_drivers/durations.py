@@ -35,6 +35,7 @@ class DurationStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path if path is not None else default_cache_dir() / "durations.json"
+        self._updated: dict[str, float] = {}
 
     def load(self) -> dict[str, list[float]]:
         try:
@@ -47,6 +48,8 @@ class DurationStore:
         if not isinstance(entries, dict):
             return {}
         loaded: dict[str, list[float]] = {}
+        # When each key was last saved: how old its samples are (an entry without a time: old).
+        self._updated = {k: _updated((k, e)) for k, e in entries.items() if isinstance(k, str)}
         for key, entry in entries.items():
             samples = entry.get("samples") if isinstance(entry, dict) else None
             if isinstance(key, str) and isinstance(samples, list):
@@ -58,6 +61,10 @@ class DurationStore:
                 if good:
                     loaded[key] = good
         return loaded
+
+    def updated(self) -> Mapping[str, float]:
+        """When each key of the last :meth:`load` was saved (seconds since the epoch)."""
+        return dict(self._updated)
 
     def save(self, updates: Mapping[str, Sequence[float]], size: int) -> None:
         """Merge ``updates`` (key -> recent samples, newest last) into the file, atomically."""

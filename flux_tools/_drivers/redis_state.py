@@ -48,6 +48,7 @@ from .._domain.limits import (
     RateLimits,
     budget_of,
 )
+from .._domain.load import LOAD_WINDOW, utilization
 from .._domain.polling import DurationStats, registry_typical_seconds
 from .._domain.pricing import Budget, Hold
 from .._domain.shares import (
@@ -85,24 +86,32 @@ MAX_CONNECTIONS = 64
 STATE_TIMEOUT = 5.0
 MICRO = 1_000_000
 
-# The GCRA of flux_tools._domain.limits._Bucket, run atomically on the server's clock. Numbers go
-# back as strings: Redis turns a Lua number into an integer.
+# The GCRA of flux_tools._domain.limits._Bucket, run atomically on the server's clock, with the
+# account's recent rate of requests (flux_tools._domain.load.DecayingRate: 'rate' a second at
+# 'rate_at', fading over ARGV[#ARGV - 1] seconds). Numbers go back as strings: Redis turns a Lua
+# number into an integer.
 _LIMIT_SCRIPT = """
 local key, op = KEYS[1], ARGV[1]
 local base, burst0, jitter = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local tau = tonumber(ARGV[#ARGV - 1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local h = redis.call('HMGET', key, 'tat', 'interval', 'burst', 'blocked', 'cut', 'inflight', 'base')
+local h = redis.call('HMGET', key, 'tat', 'interval', 'burst', 'blocked', 'cut', 'inflight', 'base',
+  'rate', 'rate_at')
 local tat, interval, burst = tonumber(h[1]), tonumber(h[2]), tonumber(h[3])
 local blocked, cut, inflight = tonumber(h[4]), tonumber(h[5]), tonumber(h[6])
+local rate, rate_at = tonumber(h[8]) or 0, tonumber(h[9]) or now
 if tat == nil then
   interval, burst, blocked, cut, inflight = base, burst0, 0, 0, 0
   tat = now + math.min(0, (burst - 1) * interval - jitter)
 else
   base = tonumber(h[7])
 end
+rate = rate * math.exp(-math.max(0, now - rate_at) / tau)
+rate_at = math.max(rate_at, now)
 local delay = 0
 if op == 'reserve' then
+  rate = rate + 1 / tau
   local max_wait = tonumber(ARGV[5])
   local at = math.max(now, tat - ((burst - 1) * interval - jitter), blocked)
   if at - now < 1e-9 then at = now end
@@ -146,11 +155,15 @@ else
   end
 end
 redis.call('HSET', key, 'tat', tostring(tat), 'interval', tostring(interval), 'burst', burst,
-  'blocked', tostring(blocked), 'cut', tostring(cut), 'inflight', inflight, 'base', tostring(base))
+  'blocked', tostring(blocked), 'cut', tostring(cut), 'inflight', inflight, 'base', tostring(base),
+  'rate', tostring(rate), 'rate_at', tostring(rate_at))
 local ttl = math.max(tonumber(ARGV[#ARGV]), tat - now + 60, blocked - now + 60)
 redis.call('PEXPIRE', key, math.ceil(ttl * 1000))
-local util = math.max(0, math.min(1, (tat - now) / (burst * interval)))
-return {tostring(delay), tostring(interval), tostring(base), tostring(util)}
+-- The share of the burst booked ahead of now, and of the rate used lately (the account's).
+local span = burst * interval
+local ahead = (tat - now) / span
+return {tostring(delay), tostring(interval), tostring(base), tostring(ahead), tostring(rate),
+  tostring(span)}
 """
 
 # Budgets: KEYS are the scopes' counters (micro-USD). ARGV: amount, then a limit per scope (-1:
@@ -347,7 +360,9 @@ class RedisRateLimiter(RateLimiter):
         super().__init__(limits)
         self._state = state
         self._script = state.redis.register_script(_LIMIT_SCRIPT)
-        self._utilization: dict[Lane, float] = {"create": 0.0, "read": 0.0}
+        # What the shared bucket said last, per budget: (the share of its burst booked ahead,
+        # its recent requests a second, the seconds its burst spans, when it was said here).
+        self._shared: dict[Lane, tuple[float, float, float, float]] = {}
         self._warned = -math.inf
 
     def _args(self, lane: Lane) -> list[Any]:
@@ -360,7 +375,13 @@ class RedisRateLimiter(RateLimiter):
         try:
             answer = await self._script(
                 keys=[self._state.key("limit", lane)],
-                args=["reserve", *self._args(lane), repr(max_wait), IDLE_BUCKET_SECONDS],
+                args=[
+                    "reserve",
+                    *self._args(lane),
+                    repr(max_wait),
+                    repr(LOAD_WINDOW),
+                    IDLE_BUCKET_SECONDS,
+                ],
             )
         except Exception as exc:
             self._fell_back(exc)
@@ -396,6 +417,7 @@ class RedisRateLimiter(RateLimiter):
                     repr(MIN_RATE_FRACTION),
                     MAX_LEARNED_BURST,
                     repr(LEARN_MARGIN),
+                    repr(LOAD_WINDOW),
                     IDLE_BUCKET_SECONDS,
                 ],
             )
@@ -408,16 +430,33 @@ class RedisRateLimiter(RateLimiter):
 
     def _learned(self, lane: Lane, answer: Sequence[str]) -> None:
         """What the shared bucket said: its current rate (so ``poll_reads`` and
-        ``read_interval`` answer for the account) and its utilization."""
+        ``read_interval`` answer for the account) and how busy the account keeps it."""
         bucket = self._buckets[lane]
         bucket.interval = max(bucket.base_interval, float(answer[1]))
-        self._utilization[lane] = float(answer[3])
+        ahead, rate, span = (float(a) for a in answer[3:6])
+        self._shared[lane] = (ahead, rate, span, self._clock())
 
-    def utilization(self, lane: Lane = "read") -> float:
+    def utilization(self, lane: Lane | None = None) -> float:
+        """How busy the account's budget is, for every replica (see the parent): what the last
+        round trip said, aged since (the booked slots pass, the recent requests fade) so that a
+        replica idle for a while does not price its reads by a rush long over."""
         with self._lock:
-            return self._utilization[lane]
+            now = self._clock()
+            lanes: tuple[Lane, ...] = ("create", "read") if lane is None else (lane,)
+            return max(self._shared_busy(one, now) for one in lanes)
+
+    def _shared_busy(self, lane: Lane, now: float) -> float:
+        said = self._shared.get(lane)
+        if said is None:  # nothing heard yet from the state server: this replica's own view
+            return self._busy(lane, now)
+        ahead, rate, span, at = said
+        age = max(0.0, now - at)
+        faded = rate * math.exp(-age / LOAD_WINDOW)
+        return utilization(faded, self._buckets[lane].interval, ahead - age / span)
 
     def _fell_back(self, exc: BaseException) -> None:
+        with self._lock:  # until the state server answers again: this replica's own view
+            self._shared.clear()
         now = time.monotonic()
         if now - self._warned > 30:
             self._warned = now
@@ -721,6 +760,10 @@ class RedisSampleStore:
 
     def load(self) -> dict[str, list[float]]:
         return {key: list(samples) for key, samples in self._cache.items()}
+
+    def updated(self) -> Mapping[str, float]:
+        """None known: the replicas keep these durations current together."""
+        return {}
 
     def save(self, updates: Mapping[str, Sequence[float]], size: int) -> None:
         for key, samples in updates.items():

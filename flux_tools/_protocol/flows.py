@@ -284,7 +284,9 @@ class PredictionFlows:
                 # The plan counts from the prediction's creation (``created``: when its create
                 # answered), not from a wait for the account's create slot before it.
                 elapsed = now - (started if created is None else created)
-                plan = self.durations.plan(model, self.schedule, reads=self.limiter.poll_reads())
+                # A read is priced by how busy the account is (the shared view for replicas).
+                reads = self.limiter.read_allowance()
+                plan = self.durations.plan(model, self.schedule, reads=reads)
                 delay = self.schedule.next_delay(elapsed, previous, plan=plan)
                 previous = min(delay, soft_end - now)
                 yield Sleep(previous)

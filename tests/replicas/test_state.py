@@ -14,6 +14,7 @@ import pytest
 
 from flux_tools import BudgetExceeded, RateLimits
 from flux_tools._domain.limits import RateLimiter
+from flux_tools._domain.load import MAX_READ_ALLOWANCE
 from flux_tools._domain.shares import FairShare
 from flux_tools._drivers.redis_state import RedisBudget, RedisState
 from flux_tools._drivers.state import LocalState, account_namespace, open_state
@@ -80,6 +81,33 @@ async def test_utilization_is_the_account_s(valkey_server: Valkey, namespace: st
         for _ in range(6):
             local.acquire("get")
         assert local.utilization("read") == pytest.approx(0.6, abs=0.05)
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_reads_are_priced_by_the_account_s_load_seen_by_every_replica(
+    valkey_server: Valkey, namespace: str
+) -> None:
+    """Issue 22 with replicas: a replica that sent nothing itself prices its polls by what the
+    others spend of the account (the shared utilization), not by its own idle view."""
+    limits = RateLimits(creates_per_minute=60, reads_per_minute=300, safety=0, jitter=0)
+    a, b = (replica(valkey_server, namespace, n) for n in "ab")
+    try:
+        la, lb = a.limiter(limits), b.limiter(limits)
+        await lb.acquire_async("get")  # one read: b hears the account's state
+        idle = lb.read_allowance()
+        assert idle == MAX_READ_ALLOWANCE  # one person, one image: reads are cheap
+        for _ in range(150):  # half a minute's reads at once, all by the other replica
+            await la.acquire_async("get")
+        await lb.acquire_async("get")
+        assert lb.utilization("read") > 0.4 and lb.utilization() >= lb.utilization("read")
+        assert lb.read_allowance() < 3 * lb.poll_reads() < idle
+        # The in-process view of b alone (two reads) would have stayed idle.
+        alone = RateLimiter(limits)
+        alone.acquire("get")
+        alone.acquire("get")
+        assert alone.read_allowance() == MAX_READ_ALLOWANCE
     finally:
         await a.aclose()
         await b.aclose()
