@@ -283,6 +283,27 @@ def _unreachable(what: str, exc: BaseException) -> FluxConnectionError:
     )
 
 
+class _FallbackWarning:
+    """One warning line while a replica works on its own because the state server is unreachable:
+    at once, then at most every ``every`` seconds (an outage must not flood the log)."""
+
+    def __init__(self, what: str, every: float = 30.0) -> None:
+        self._what = what
+        self._every = every
+        self._last = -math.inf
+
+    def __call__(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last > self._every:
+            self._last = now
+            logger.warning(
+                "the state server is unreachable (%s): this replica keeps %s on its own until "
+                "it is back",
+                safe_text(exc, 200),
+                self._what,
+            )
+
+
 class RedisState:
     """Valkey or Redis behind :class:`flux_tools._drivers.state.State` (see the module)."""
 
@@ -363,7 +384,7 @@ class RedisRateLimiter(RateLimiter):
         # What the shared bucket said last, per budget: (the share of its burst booked ahead,
         # its recent requests a second, the seconds its burst spans, when it was said here).
         self._shared: dict[Lane, tuple[float, float, float, float]] = {}
-        self._warned = -math.inf
+        self._warn = _FallbackWarning("the account's rate limits")
 
     def _args(self, lane: Lane) -> list[Any]:
         bucket = self._buckets[lane]
@@ -457,14 +478,7 @@ class RedisRateLimiter(RateLimiter):
     def _fell_back(self, exc: BaseException) -> None:
         with self._lock:  # until the state server answers again: this replica's own view
             self._shared.clear()
-        now = time.monotonic()
-        if now - self._warned > 30:
-            self._warned = now
-            logger.warning(
-                "the state server is unreachable (%s): this replica keeps the account's rate "
-                "limits on its own until it is back",
-                safe_text(exc, 200),
-            )
+        self._warn(exc)
 
     def stats(self) -> LimiterStats:
         return super().stats()
@@ -569,7 +583,7 @@ class RedisFairShare:
         self._state = state
         self._script = state.redis.register_script(_SHARE_SCRIPT)
         self._local = FairShare(limits)
-        self._warned = -math.inf
+        self._warn = _FallbackWarning("each person's share of the create rate")
 
     async def reserve(self, person: str, *, max_wait: float) -> ShareSlot:
         interval, burst = share_of(self.limits, 1)
@@ -580,14 +594,7 @@ class RedisFairShare:
                 args=[person, repr(interval), burst, most, repr(ACTIVE_WINDOW), repr(max_wait)],
             )
         except Exception as exc:
-            now = time.monotonic()
-            if now - self._warned > 30:
-                self._warned = now
-                logger.warning(
-                    "the state server is unreachable (%s): this replica keeps each person's "
-                    "share of the create rate on its own until it is back",
-                    safe_text(exc, 200),
-                )
+            self._warn(exc)
             return self._local.reserve(person, max_wait=max_wait)
         return ShareSlot(bool(int(granted)), max(0.0, float(delay)), int(active))
 

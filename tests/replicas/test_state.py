@@ -6,6 +6,7 @@ Each "replica" here is a RedisState of its own (its own connections) on one acco
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from flux_tools._drivers.redis_state import RedisBudget, RedisState
 from flux_tools._drivers.state import LocalState, account_namespace, open_state
 from flux_tools.kit import PendingPrediction
 
-from ..engines import Valkey
+from ..engines import Valkey, free_ports
 
 
 def replica(server: Valkey, namespace: str, name: str) -> RedisState:
@@ -267,3 +268,26 @@ def test_the_default_is_in_process_and_the_url_is_checked() -> None:
         open_state("http://user:hunter2@host/", namespace="x")
     assert "hunter2" not in str(info.value)
     assert account_namespace("https://a/v1", "t1") != account_namespace("https://a/v1", "t2")
+
+
+async def test_an_unreachable_state_server_is_worked_around_and_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The state server down: each replica keeps the account's rate limits and each person's
+    share on its own, and says so once per outage, not once per request."""
+    (port,) = free_ports(1)  # nothing listens there
+    state = open_state(f"redis://127.0.0.1:{port}/0", namespace="down", replica="a")
+    assert isinstance(state, RedisState)
+    limits = RateLimits(safety=0, jitter=0)
+    limiter, shares = state.limiter(limits), state.fair_share(limits)
+    try:
+        with caplog.at_level(logging.WARNING, logger="flux_tools"):
+            for _ in range(3):
+                assert await limiter.acquire_async("create") == 0.0
+                assert (await shares.reserve("alice", max_wait=1.0)).granted
+    finally:
+        await state.aclose()
+    said = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+    assert len(said) == 2, said
+    assert any("rate limits on its own" in m for m in said)
+    assert any("share of the create rate on its own" in m for m in said)
