@@ -152,7 +152,7 @@ class Journal:
         if problem is not None:
             raise ConfigError(problem)
 
-    def _refusal(self) -> str | None:
+    def _refusal(self, looks: int = 4) -> str | None:
         """Why the journal folder is not ours (None: it is ours, or does not exist yet)."""
         try:
             info = os.lstat(self.directory)
@@ -173,6 +173,21 @@ class Journal:
             return f"{where} resolves to {real_dir}, outside the output folder: not used."
         if self._marked() or self._adopt():
             return None
+        # Another writer's last remove may take the folder away (and a writer make it again, or
+        # add to it) while we look: not a stranger's folder, look again.
+        try:
+            now = os.lstat(self.directory)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            now = info
+        moved = (now.st_dev, now.st_ino, now.st_mtime_ns) != (
+            info.st_dev,
+            info.st_ino,
+            info.st_mtime_ns,
+        )
+        if moved and looks > 1:
+            return self._refusal(looks - 1)
         return (
             f"{where} was not made by flux-tools (no {JOURNAL_MARKER} in it, and files that are "
             "not journal entries): nothing in it is touched. Move it away, or choose another "
@@ -195,9 +210,15 @@ class Journal:
         for name in names:
             if name == JOURNAL_MARKER or _is_temporary(name):
                 continue
-            if not _ENTRY_NAME.match(name) or self._read(self.directory / name) is None:
+            if not _ENTRY_NAME.match(name):
                 return False
-        return self._mark()
+            path = self.directory / name
+            if self._read(path) is None and os.path.lexists(path):
+                return False  # (an entry removed since the listing is no stranger's file)
+        # Ours, marked or not: the marker may fail to stick while another thread's last remove
+        # takes it away with the folder; the next look marks it again.
+        self._mark()
+        return True
 
     def _mark(self) -> bool:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
@@ -240,7 +261,7 @@ class Journal:
         owner = entry.owner if entry.owner is not None else self.owner
         record = replace(entry, api=entry.api or self.api, owner=owner).to_json()
         problem: str | None = None
-        for _ in range(3):  # the folder may be removed with another's last entry meanwhile
+        for _ in range(8):  # the folder may be removed with another's last entry meanwhile
             problem = self._ready()
             if problem is not None:
                 break

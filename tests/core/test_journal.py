@@ -210,8 +210,13 @@ def test_a_file_holding_another_id_is_not_removed_under_this_one(tmp_path: Path)
     assert journal.entries() == []  # a name that is not the digest of its id: no entry
 
 
-def test_concurrent_adds_and_removes_lose_no_entry(tmp_path: Path) -> None:
-    """The last remove takes the folder away while other threads add: none is lost."""
+@pytest.mark.parametrize("round_", range(8))
+def test_concurrent_adds_and_removes_lose_no_entry(
+    tmp_path: Path, round_: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The last remove takes the folder away while other threads add: none is lost, and none
+    is refused (an entry removed, or the folder taken away, between a look and a read is not a
+    stranger's file)."""
     journal = Journal(tmp_path)
     errors: list[BaseException] = []
 
@@ -231,3 +236,4 @@ def test_concurrent_adds_and_removes_lose_no_entry(tmp_path: Path) -> None:
         thread.join()
     assert errors == []
     assert sorted(e.prediction_id for e in journal.entries()) == [f"w{n}last" for n in range(6)]
+    assert "could not record" not in caplog.text
