@@ -20,8 +20,10 @@ a fake clock.
   the deadline it is sent at the deadline instead (the slot is still booked, so the budget is
   paid back by the requests behind it).
 - ``ratelimit-remaining`` lower than what the bucket believes it has: the bucket is drained to
-  match (at ``0`` the next request waits one interval). ``ratelimit-reset`` is not waited
-  for: it says when the server's bucket is *full* again, not when the next request may go.
+  match (at ``0`` the next request waits one interval). Requests in flight are not taken off
+  the count for that: the server may have counted them already (see ``_Bucket.remaining``).
+  ``ratelimit-reset`` is not waited for: it says when the server's bucket is *full* again, not
+  when the next request may go.
 - A 429: nothing of that budget is sent before its ``Retry-After`` (or a short pause when it
   gives none), and the bucket's rate is halved (the account's real limit may be lower than the
   configured one: a low-credit account gets 6 a minute); each success wins back 2 % of it.
@@ -150,26 +152,32 @@ class _Bucket:
         return (now - self.tat) / self.interval + self.burst
 
     def remaining(self, remaining: int, in_flight: int, now: float) -> None:
-        """The server says ``remaining`` requests are left in its bucket, of which the
-        ``in_flight`` requests sent since will take some: ours holds exactly what is left.
+        """The server says ``remaining`` requests were left in its bucket when it took this
+        request; of the ``in_flight`` ones (booked, not answered yet) it may or may not have
+        counted some: the requests of a burst reach it in another order than they were booked.
+        So the count is the *most* the server's bucket may hold now, and the count less every
+        request in flight the *least*.
 
-        Fewer than ours believes: ours is drained (at 0 the next request waits one interval; a
-        429 teaches the rest). Twice ours or more: the account allows a bigger burst than
+        The most fewer than ours believes (another client spends the account, or its bucket is
+        smaller than assumed): ours is drained to it (at 0 the next request waits one interval;
+        a 429 teaches the rest). Not to the least: during a burst of hundreds that would take
+        back each request the server had already counted, and hold back the account's own rate
+        for seconds. The least twice ours or more: the account allows a bigger burst than
         assumed, and ours grows to it, less a margin (up to :data:`MAX_LEARNED_BURST`).
         """
         # Not "blocked until ratelimit-reset": that is when the server's bucket is full again,
         # which may be a minute away while one request is allowed a tenth of a second from now.
-        left = max(0, remaining - in_flight)
-        if left >= 2 * self.burst and self.burst < MAX_LEARNED_BURST:
+        least = max(0, remaining - in_flight)
+        if least >= 2 * self.burst and self.burst < MAX_LEARNED_BURST:
             # A bucket clearly bigger than ours (a count merely above ours may be stale: the
             # answers of concurrent requests come back in any order).
             if self.interval > self.base_interval:
                 return  # throttled lately: do not trust a count over a lower real limit
-            self.burst = min(MAX_LEARNED_BURST, int(left * (1 - LEARN_MARGIN)))
-            left = min(left, self.burst)
-            self.tat = min(self.tat, now + (self.burst - left) * self.interval)
-        elif left < self.available(now):
-            self.tat = max(self.tat, now + (self.burst - left) * self.interval)
+            self.burst = min(MAX_LEARNED_BURST, int(least * (1 - LEARN_MARGIN)))
+            least = min(least, self.burst)
+            self.tat = min(self.tat, now + (self.burst - least) * self.interval)
+        elif remaining < self.available(now):
+            self.tat = max(self.tat, now + (self.burst - remaining) * self.interval)
 
     def throttled(self, retry_after: float | None, now: float) -> None:
         self.blocked_until = max(self.blocked_until, now + (retry_after or DEFAULT_THROTTLE_PAUSE))

@@ -134,19 +134,21 @@ else
     tat = math.max(tat, blocked + interval * (burst - 1))
   else
     if remaining >= 0 then
-      -- In flight: sent and not answered. Slots booked for later (a queue of creates waiting
-      -- for the account's rate) have not reached the server: they took none of its count.
+      -- _Bucket.remaining: the count is the most the server's bucket may hold now, the count
+      -- less the requests in flight the least. In flight: sent and not answered; slots booked
+      -- for later (a queue of creates waiting for the account's rate) have not reached the
+      -- server: they took none of its count.
       local tolerance = (burst - 1) * interval - jitter
       local queued = math.max(0, math.floor((tat - tolerance - now) / interval))
-      local left = math.max(0, remaining - math.max(0, inflight - queued))
-      if left >= 2 * burst and burst < max_burst then
+      local least = math.max(0, remaining - math.max(0, inflight - queued))
+      if least >= 2 * burst and burst < max_burst then
         if interval <= base then
-          burst = math.min(max_burst, math.floor(left * (1 - margin)))
-          left = math.min(left, burst)
-          tat = math.min(tat, now + (burst - left) * interval)
+          burst = math.min(max_burst, math.floor(least * (1 - margin)))
+          least = math.min(least, burst)
+          tat = math.min(tat, now + (burst - least) * interval)
         end
-      elseif left < (now - tat) / interval + burst then
-        tat = math.max(tat, now + (burst - left) * interval)
+      elseif remaining < (now - tat) / interval + burst then
+        tat = math.max(tat, now + (burst - remaining) * interval)
       end
     end
     if status < 400 and interval > base then

@@ -108,6 +108,44 @@ def test_ratelimit_remaining_drains_the_bucket() -> None:
     assert 300 <= immediate < 400 and delays[immediate] == pytest.approx(0.02)
 
 
+def _burst_answered_out_of_order(limiter: RateLimiter, burst: int, sent: int, seed: int) -> None:
+    """``sent`` requests booked at once, taken by the server (a bucket of ``burst``) in some
+    order, their answers read in another: each says what the server had left after it."""
+    rng = random.Random(seed)
+    processed = list(range(sent))
+    rng.shuffle(processed)  # the order they reached the server
+    remaining = {request: burst - 1 - i for i, request in enumerate(processed)}
+    answered = list(range(sent))
+    rng.shuffle(answered)  # the order their answers are read
+    for request in answered:
+        limiter.observe("create", 201, {"ratelimit-remaining": str(remaining[request])})
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_burst_answered_out_of_order_keeps_the_rest_of_the_bucket(seed: int) -> None:
+    """Half a bucket sent at once, the server's counts read in any order: the other half still
+    goes at once. (The count less every request in flight, a lower bound, drained the bucket
+    on the first answer read late: three replicas spent seconds below the account's rate.)"""
+    clock = Clock()
+    limiter = RateLimiter(RateLimits(create_burst=100, safety=0, jitter=0), clock=clock)
+    assert [limiter.acquire("create") for _ in range(50)] == [0.0] * 50
+    _burst_answered_out_of_order(limiter, 100, 50, seed)
+    rest = [limiter.acquire("create") for _ in range(51)]
+    assert rest[:50] == [0.0] * 50 and rest[50] == pytest.approx(0.1)
+
+
+def test_a_count_below_what_any_order_explains_still_drains() -> None:
+    """Another client spends the account: an answer says 5 left while 20 of ours are in
+    flight. The bucket holds at most those 5."""
+    clock = Clock()
+    limiter = RateLimiter(RateLimits(create_burst=100, safety=0, jitter=0), clock=clock)
+    for _ in range(20):
+        limiter.acquire("create")
+    limiter.observe("create", 201, {"ratelimit-remaining": "5"})
+    delays = [limiter.acquire("create") for _ in range(7)]
+    assert delays[:5] == [0.0] * 5 and delays[5] == pytest.approx(0.1)
+
+
 def _rejected_on_arrival(limits: RateLimits, rate: str, seed: int, late: float) -> int:
     """Send 40 creates on the limiter's schedule; each reaches the server (the emulator's own
     token bucket) up to ``late`` seconds after it was sent. How many does the server refuse?"""

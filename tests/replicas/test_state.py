@@ -49,6 +49,31 @@ async def test_the_shared_limiter_books_slots_as_the_in_process_one(
     assert all(abs(g - e) < 0.2 for g, e in zip(got, expected, strict=True)), got
 
 
+async def test_counts_read_out_of_order_do_not_drain_the_shared_bucket(
+    valkey_server: Valkey, namespace: str
+) -> None:
+    """Two replicas send half the account's burst; the server's counts come back in another
+    order than the slots were booked: the other half still goes at once. A count lower than
+    any order explains (another client spends the account) drains it for both."""
+    limits = RateLimits(creates_per_minute=60, create_burst=100, safety=0, jitter=0)
+    a, b = (replica(valkey_server, namespace, n) for n in "ab")
+    try:
+        la, lb = a.limiter(limits), b.limiter(limits)
+        assert [await (la, lb)[i % 2].acquire_async("create") for i in range(50)] == [0.0] * 50
+        order = [(i * 37) % 50 for i in range(50)]  # the order the server took them
+        for i in reversed(range(50)):  # answers read in another order
+            left = 100 - 1 - order.index(i)
+            await (la, lb)[i % 2].observe_async("create", 201, {"ratelimit-remaining": str(left)})
+        assert [await (la, lb)[i % 2].acquire_async("create") for i in range(40)] == [0.0] * 40
+        # 10 of ours in flight, and the server says 3 left: another client took the rest.
+        await la.observe_async("create", 201, {"ratelimit-remaining": "3"})
+        delays = [await (lb, la)[i % 2].acquire_async("create") for i in range(4)]
+        assert delays[:3] == [0.0] * 3 and 0.8 < delays[3] <= 1.0
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
 async def test_a_429_seen_by_one_replica_slows_every_replica(
     valkey_server: Valkey, namespace: str
 ) -> None:
